@@ -1,0 +1,27 @@
+//! The secrets kernel of Ward: storage barrier, seal, router and mounts, tokens, policies,
+//! wrapping and the `sys/` backend.
+//!
+//! The core sees no HTTP: the server turns a request into a [`request::Request`] and hands
+//! it to [`Core::handle_request`]. Engines see only [`engine`]'s API.
+
+pub mod barrier;
+pub mod cidr;
+pub mod clock;
+mod core;
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod mounts;
+pub mod policy_store;
+pub mod request;
+mod seal;
+pub mod shamir;
+mod sys;
+pub mod token;
+pub mod view;
+mod wrapping;
+
+pub use crate::core::{Core, CoreConfig};
+pub use engine::{Engine, EngineContext, EngineRequest, EngineResponse, Operation};
+pub use error::Error;
+pub use view::StorageView;
