@@ -218,9 +218,13 @@ impl Core {
         let operation = self.operation(&target, &request).await?;
         let caller = self.authenticate(&state, &target, &request).await?;
         self.authorize(caller.as_ref(), &target, operation, &request)?;
-        let last_use = match &caller {
-            Some(caller) => state.tokens.use_once(&caller.entry).await?,
-            None => false,
+        let (caller, last_use) = match caller {
+            Some(mut caller) => {
+                let (entry, last) = state.tokens.use_once(&caller.entry).await?;
+                caller.entry = entry;
+                (Some(caller), last)
+            }
+            None => (None, false),
         };
         let response = self.dispatch(&state, &target, operation, &request, caller.as_ref()).await;
         if let (Some(caller), true) = (&caller, last_use) {

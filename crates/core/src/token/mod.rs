@@ -291,18 +291,18 @@ impl TokenStore {
         Ok(new)
     }
 
-    /// Decrements the use count; returns the entry as it is now and whether this was its last use.
-    pub async fn use_once(&self, entry: &Arc<TokenEntry>) -> Result<bool, Error> {
+    /// Spends one use of a use-limited token. Returns the entry as it is after this use, and
+    /// whether this was its last use (the caller revokes it after the request).
+    pub async fn use_once(&self, entry: &Arc<TokenEntry>) -> Result<(Arc<TokenEntry>, bool), Error> {
         if entry.num_uses == 0 || entry.token_type == TokenType::Batch {
-            return Ok(false);
+            return Ok((entry.clone(), false));
         }
         let mut next = (**entry).clone();
         next.num_uses -= 1;
-        let last = next.num_uses == 0;
-        if !last {
-            self.update(entry, next).await?;
+        if next.num_uses == 0 {
+            return Ok((Arc::new(next), true));
         }
-        Ok(last)
+        Ok((self.update(entry, next).await?, false))
     }
 
     /// The hashes of a token's direct children.
