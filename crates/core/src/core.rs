@@ -14,8 +14,10 @@ use zeroize::Zeroizing;
 
 use crate::barrier::Barrier;
 use crate::clock::Clock;
+use crate::identity::IdentityStore;
 use crate::engine::{EngineContext, EngineRegistry, EngineRequest, Operation};
 use crate::error::Error;
+use crate::expiration::ExpirationManager;
 use crate::mounts::{MountEntry, Mounted, Route, Router, Table};
 use crate::policy_store::PolicyStore;
 use crate::request::{ClientToken, Health, InitResult, Request, Response, SealStatus, Verb};
@@ -50,6 +52,8 @@ pub(crate) struct State {
     pub(crate) router: RwLock<Arc<Router>>,
     pub(crate) tokens: TokenStore,
     pub(crate) policies: PolicyStore,
+    pub(crate) expiration: ExpirationManager,
+    pub(crate) identity: IdentityStore,
     /// Serialises changes to the mount tables.
     pub(crate) mount_lock: tokio::sync::Mutex<()>,
     /// Serialises unwrapping so a wrapping token is used exactly once.
@@ -75,6 +79,7 @@ pub(crate) struct Caller {
 pub(crate) enum Target {
     System(String),
     Token(String),
+    Identity(String),
     Engine(Route),
 }
 
@@ -276,6 +281,8 @@ impl Core {
             router: RwLock::new(Arc::new(Router::new(mounted))),
             tokens: TokenStore::open(self.barrier.clone()).await?,
             policies: PolicyStore::open(StorageView::new(self.barrier.clone(), "sys/policy/")).await?,
+            expiration: ExpirationManager::new(self.barrier.clone()),
+            identity: IdentityStore::new(StorageView::new(self.barrier.clone(), "sys/identity/")),
             mount_lock: tokio::sync::Mutex::new(()),
             unwrap_lock: tokio::sync::Mutex::new(()),
             cluster_id,
@@ -317,6 +324,9 @@ impl Core {
         if let Some(rest) = path.strip_prefix("auth/token/").or(if path == "auth/token" { Some("") } else { None }) {
             return Ok(Target::Token(rest.to_string()));
         }
+        if let Some(rest) = path.strip_prefix("identity/") {
+            return Ok(Target::Identity(rest.to_string()));
+        }
         match state.router().resolve(path) {
             Some(route) if route.mounted.engine.is_some() => Ok(Target::Engine(route)),
             _ => Err(Error::UnsupportedPath(path.to_string())),
@@ -353,7 +363,7 @@ impl Core {
     ) -> Result<Option<Caller>, Error> {
         let unauthenticated = match target {
             Target::System(path) => crate::sys::is_unauthenticated(path),
-            Target::Token(_) => false,
+            Target::Token(_) | Target::Identity(_) => false,
             Target::Engine(route) => route
                 .mounted
                 .engine
@@ -380,9 +390,19 @@ impl Core {
         Ok(Some(Caller { token: token.clone(), entry, acl }))
     }
 
+    /// The ACL of a token: its own policies plus its entity's identity policies, with
+    /// templated paths resolved against the entity.
     pub(crate) async fn acl_for(&self, state: &State, entry: &TokenEntry) -> Result<Arc<Acl>, Error> {
-        let identity = IdentityContext { entity_id: non_empty(&entry.entity_id), ..IdentityContext::default() };
-        state.policies.acl(&entry.policies, &identity, &entry.entity_id).await
+        if entry.entity_id.is_empty() {
+            return state.policies.acl(&entry.policies, &IdentityContext::default(), "").await;
+        }
+        let resolved = state.identity.resolve(&entry.entity_id).await?;
+        let mut names = entry.policies.clone();
+        names.extend(resolved.policies.iter().cloned());
+        names.sort();
+        names.dedup();
+        let key = format!("{}#{}", entry.entity_id, state.identity.generation());
+        state.policies.acl(&names, &resolved.context, &key).await
     }
 
     fn authorize(&self, caller: Option<&Caller>, target: &Target, operation: Operation, request: &Request) -> Result<(), Error> {
@@ -390,6 +410,7 @@ impl Core {
         let requires_sudo = match target {
             Target::System(path) => crate::sys::requires_sudo(path, operation),
             Target::Token(path) => crate::token::endpoints::requires_sudo(path, operation),
+            Target::Identity(_) => false,
             Target::Engine(route) => route
                 .mounted
                 .engine
@@ -437,6 +458,7 @@ impl Core {
         match target {
             Target::System(path) => self.handle_system(state, path, operation, request, caller).await,
             Target::Token(path) => self.handle_token(state, path, operation, request, caller).await,
+            Target::Identity(path) => self.handle_identity(state, path, operation, request).await,
             Target::Engine(route) => self.handle_engine(state, route, operation, request, caller).await,
         }
     }
@@ -464,8 +486,10 @@ impl Core {
             mount_type: route.mounted.entry.kind.clone(),
             ..Response::default()
         };
-        if out.secret.is_some() {
-            return Err(Error::internal("engine returned a leased secret; leases are not available yet"));
+        if let Some(secret) = out.secret {
+            let (lease, warnings) = self.register_lease(state, route, request, caller, secret, &ctx).await?;
+            response.lease = Some(lease);
+            response.warnings.extend(warnings);
         }
         if let Some(auth) = out.auth {
             response.auth = Some(self.issue_login_token(state, &route.mounted.entry, auth, &ctx).await?);
@@ -512,6 +536,7 @@ impl Core {
     }
 
     pub(crate) async fn remove_token(&self, state: &State, entry: &TokenEntry) -> Result<(), Error> {
+        self.revoke_token_leases(state, &entry.hash).await?;
         if !entry.cubbyhole_id.is_empty() {
             if let Some(cubby) = state.router().find(Table::Secrets, "cubbyhole/") {
                 cubby.view.sub(&format!("{}/", entry.cubbyhole_id)).clear("").await?;

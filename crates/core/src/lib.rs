@@ -1,5 +1,5 @@
 //! The secrets kernel of Ward: storage barrier, seal, router and mounts, tokens, policies,
-//! wrapping and the `sys/` backend.
+//! leases (expiration), wrapping and the `sys/` backend.
 //!
 //! The core sees no HTTP: the server turns a request into a [`request::Request`] and hands
 //! it to [`Core::handle_request`]. Engines see only [`engine`]'s API.
@@ -11,6 +11,8 @@ mod core;
 pub mod duration;
 pub mod engine;
 pub mod error;
+mod expiration;
+pub mod identity;
 pub mod mounts;
 pub mod policy_store;
 pub mod request;

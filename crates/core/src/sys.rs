@@ -38,6 +38,9 @@ pub(crate) fn requires_sudo(path: &str, operation: Operation) -> bool {
         || (path.starts_with("leases/lookup") && operation == Operation::List)
         || path.starts_with("leases/revoke-prefix")
         || path.starts_with("leases/revoke-force")
+        || path == "leases"
+        || path.starts_with("revoke-prefix")
+        || path.starts_with("revoke-force")
         || path == "remount"
         || path == "rotate"
         || path == "rotate/keyring"
@@ -141,6 +144,7 @@ impl Core {
                 self.wrapping_lookup(state, request).await?
             }
             (["wrapping", "rewrap"], op) if op.is_write() => self.rewrap(state, request, caller).await?,
+            _ if crate::expiration::is_lease_path(trimmed) => self.handle_leases(state, trimmed, operation, request).await?,
             _ => return Err(Error::UnsupportedPath(format!("sys/{path}"))),
         };
         if response.mount_type.is_empty() {
@@ -245,6 +249,8 @@ impl Core {
                 if mounted.entry.is_builtin() || mounted.entry.kind == "cubbyhole" {
                     return Err(Error::invalid(format!("cannot unmount \"{path}\"")));
                 }
+                // Leases first, through the engine: a mount whose secrets cannot be revoked stays.
+                self.revoke_mount_leases(state, &mounted).await?;
                 let remaining: Vec<Mounted> = router.all().iter().filter(|m| m.entry.uuid != mounted.entry.uuid).cloned().collect();
                 self.replace_mounts(state, remaining, &[table]).await?;
                 // The mount is gone from the table first, so no request can reach data being removed.
@@ -401,7 +407,7 @@ impl Core {
         let router = state.router();
         let route = router.resolve(target).ok_or_else(|| Error::UnsupportedPath(format!("sys/internal/ui/mounts/{target}")))?;
         let mount_path = route.mounted.entry.route_path();
-        if !has_access_under(&caller.acl, &mount_path, target) {
+        if !caller.acl.has_access_under(&mount_path) {
             return Err(Error::denied());
         }
         let mut out = Core::data_map(self.mount_json(&route.mounted.entry));
@@ -502,19 +508,3 @@ fn capabilities_response(acl: &ward_policy::Acl, data: &Map<String, Value>) -> R
     Ok(Response::with_data(out))
 }
 
-/// Whether an ACL grants anything at or below a mount. Approximated by the capabilities on
-/// the mount, the path asked for, and the KV v2 forms of that path.
-fn has_access_under(acl: &ward_policy::Acl, mount_path: &str, target: &str) -> bool {
-    if acl.is_root() {
-        return true;
-    }
-    let rest = target.strip_prefix(mount_path).unwrap_or("");
-    let candidates = [
-        mount_path.to_string(),
-        target.to_string(),
-        format!("{mount_path}data/{rest}"),
-        format!("{mount_path}metadata/{rest}"),
-        format!("{mount_path}metadata/{rest}/"),
-    ];
-    candidates.iter().any(|p| acl.capabilities(p).iter().any(|c| c != "deny"))
-}

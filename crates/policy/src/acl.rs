@@ -222,6 +222,28 @@ impl Acl {
         self.root
     }
 
+    /// Whether any rule grants something at or below `prefix` (a mount path such as
+    /// `secret/`). Vault answers `sys/internal/ui/mounts/<path>` only for such tokens, so
+    /// that a client can detect the KV version of a mount it has any access to.
+    pub fn has_access_under(&self, prefix: &str) -> bool {
+        if self.root {
+            return true;
+        }
+        self.rules.iter().any(|rule| {
+            let grants = rule
+                .permissions
+                .capabilities
+                .iter()
+                .any(|c| c != Capability::Deny);
+            let denied = rule.permissions.capabilities.contains(Capability::Deny);
+            // A rule reaches below the prefix when its literal part starts inside it, or
+            // when the prefix starts inside a glob's literal part.
+            let overlaps = rule.literal.starts_with(prefix)
+                || (!matches!(rule.kind, RuleKind::Exact) && prefix.starts_with(&rule.literal));
+            grants && !denied && overlaps
+        })
+    }
+
     /// Decides whether the request is allowed.
     pub fn authorize(&self, request: &Request<'_>) -> Decision {
         if self.root {

@@ -296,3 +296,21 @@ fn the_model_itself_follows_the_reference_example() {
         "rule 5 example used in cases.txt"
     );
 }
+
+#[test]
+fn access_under_a_mount() {
+    use ward_policy::{parse, Acl, IdentityContext};
+    let policy = parse(
+        "p",
+        r#"path "secret/data/app/*" { capabilities = ["read"] }
+path "kv/*" { capabilities = ["deny"] }
+path "sys/*" { capabilities = ["read"] }"#,
+    )
+    .expect("parse");
+    let acl = Acl::new(&[&policy], &IdentityContext::default());
+    assert!(acl.has_access_under("secret/"), "a rule below the mount");
+    assert!(!acl.has_access_under("kv/"), "a deny grants nothing");
+    assert!(!acl.has_access_under("other/"));
+    assert!(acl.has_access_under("sys/internal/"), "a glob above the prefix reaches it");
+    assert!(Acl::root().has_access_under("anything/"));
+}

@@ -160,7 +160,9 @@ impl Core {
             }
             (["lookup-self"], _) if write || operation == Operation::Read => {
                 let now = self.now_unix();
-                Response::with_data(lookup_data(caller.token.as_str(), &caller.entry, now))
+                let mut data = lookup_data(caller.token.as_str(), &caller.entry, now);
+                data.insert("identity_policies".into(), json!(self.identity_policies_of(state, &caller.entry).await?));
+                Response::with_data(data)
             }
             (["lookup"], op) if op.is_write() || op == Operation::Read => {
                 let token = fields::string(data, "token")?.unwrap_or_default();
@@ -171,7 +173,9 @@ impl Core {
                     .lookup(&token, now)
                     .await?
                     .ok_or_else(|| Error::PermissionDenied("bad token".into()))?;
-                Response::with_data(lookup_data(&token, &entry, now))
+                let mut data = lookup_data(&token, &entry, now);
+                data.insert("identity_policies".into(), json!(self.identity_policies_of(state, &entry).await?));
+                Response::with_data(data)
             }
             (["lookup-accessor"], op) if op.is_write() => {
                 let entry = self.by_accessor(state, data).await?;
@@ -554,9 +558,38 @@ impl Core {
             max_ttl_setting: spec.max_ttl,
             ..TokenEntry::default()
         };
+        let (entry, identity_policies) = match &spec.alias {
+            Some(alias) => {
+                let entity = state
+                    .identity
+                    .entity_for_login(&mount.accessor, &mount.route_path(), &alias.name, &alias.metadata, &spec.group_aliases, now)
+                    .await?;
+                let resolved = state.identity.resolve(&entity.id).await?;
+                (TokenEntry { entity_id: entity.id, ..entry }, resolved.policies.clone())
+            }
+            None => (entry, Vec::new()),
+        };
         let minted = state.tokens.create(entry, None).await?;
-        Ok(auth_response(&minted.id, &minted.entry, now))
+        let mut auth = auth_response(&minted.id, &minted.entry, now);
+        auth.identity_policies = identity_policies;
+        auth.policies = merged(&auth.token_policies, &auth.identity_policies);
+        Ok(auth)
     }
+
+    /// `identity_policies` for a token lookup.
+    pub(crate) async fn identity_policies_of(&self, state: &State, entry: &TokenEntry) -> Result<Vec<String>, Error> {
+        if entry.entity_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(state.identity.resolve(&entry.entity_id).await?.policies.clone())
+    }
+}
+
+fn merged(a: &[String], b: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 const KNOWN: &[&str] = &[
