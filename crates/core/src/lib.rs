@@ -16,6 +16,7 @@ pub mod identity;
 pub mod mounts;
 pub mod policy_store;
 pub mod request;
+pub mod operator;
 mod seal;
 pub mod shamir;
 mod sys;

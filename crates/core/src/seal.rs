@@ -94,16 +94,9 @@ impl Seal {
         Ok(key_shares)
     }
 
-    /// Re-encrypts the root key under a new unseal key split anew (rekey).
-    pub(crate) async fn rekey(
-        barrier: &Barrier,
-        shares: u32,
-        threshold: u32,
-    ) -> Result<Vec<Zeroizing<Vec<u8>>>, Error> {
+    /// A fresh unseal key and its shares, not yet in use (the first half of a rekey).
+    pub(crate) fn new_unseal_key(shares: u32, threshold: u32) -> Result<(Key, Vec<Zeroizing<Vec<u8>>>), Error> {
         validate(shares, threshold)?;
-        let mut config = Seal::config(barrier.physical().as_ref())
-            .await?
-            .ok_or_else(|| Error::invalid("Vault is not initialized"))?;
         let unseal_key = Key::generate();
         let key_shares = if shares == 1 {
             vec![Zeroizing::new(unseal_key.as_bytes().to_vec())]
@@ -111,8 +104,17 @@ impl Seal {
             shamir::split(unseal_key.as_bytes(), shares as u8, threshold as u8)
                 .map_err(|e| Error::invalid(e.to_string()))?
         };
+        Ok((unseal_key, key_shares))
+    }
+
+    /// Re-encrypts the root key under `unseal_key` and records the new share counts, in one
+    /// atomic write (the second half of a rekey).
+    pub(crate) async fn commit_rekey(barrier: &Barrier, unseal_key: &Key, shares: u32, threshold: u32) -> Result<(), Error> {
+        let mut config = Seal::config(barrier.physical().as_ref())
+            .await?
+            .ok_or_else(|| Error::invalid("Vault is not initialized"))?;
         let root_key = barrier.root_key()?;
-        let sealed_root = seal_bytes(&unseal_key, 0, ROOT_KEY_PATH.as_bytes(), root_key.as_bytes())?;
+        let sealed_root = seal_bytes(unseal_key, 0, ROOT_KEY_PATH.as_bytes(), root_key.as_bytes())?;
         config.secret_shares = shares;
         config.secret_threshold = threshold;
         let bytes = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
@@ -123,7 +125,7 @@ impl Seal {
                 ward_storage::TxOp::Put { key: SEAL_CONFIG_PATH.into(), value: bytes },
             ])
             .await?;
-        Ok(key_shares)
+        Ok(())
     }
 
     /// Checks a set of unseal shares against the stored root key without unsealing anything
@@ -209,7 +211,7 @@ fn validate(shares: u32, threshold: u32) -> Result<(), Error> {
     Ok(())
 }
 
-fn combine(shares: &[Zeroizing<Vec<u8>>]) -> Result<Key, Error> {
+pub(crate) fn combine(shares: &[Zeroizing<Vec<u8>>]) -> Result<Key, Error> {
     let bytes = if shares.len() == 1 {
         Zeroizing::new(shares[0].to_vec())
     } else {
