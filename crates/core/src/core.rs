@@ -1,7 +1,7 @@
 //! The core: the request path of the diagram in DESIGN.md, and the seal lifecycle.
 //!
-//! `handle_request` reads top to bottom like the request path: sealed? → route → create or
-//! update → authenticate → authorise → dispatch → use count → wrap. Everything it calls sits
+//! `handle_request` reads top to bottom like the request path: sealed? → route → authenticate →
+//! create or update → authorise → dispatch → use count → wrap. Everything it calls sits
 //! below it: the router, the token store, the policy store, the engines. Nothing below holds a
 //! pointer back to the core.
 
@@ -58,7 +58,6 @@ pub(crate) struct State {
     pub(crate) mount_lock: tokio::sync::Mutex<()>,
     /// Serialises unwrapping so a wrapping token is used exactly once.
     pub(crate) unwrap_lock: tokio::sync::Mutex<()>,
-    pub(crate) cluster_id: String,
 }
 
 impl State {
@@ -92,6 +91,8 @@ pub struct Core {
     pub(crate) clock: Clock,
     /// Serialises init, unseal and seal.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Generate-root and rekey attempts.
+    pub(crate) operator: crate::operator::Operator,
 }
 
 impl Core {
@@ -104,6 +105,7 @@ impl Core {
             state: RwLock::new(None),
             clock: Clock::default(),
             lifecycle: tokio::sync::Mutex::new(()),
+            operator: crate::operator::Operator::default(),
         })
     }
 
@@ -220,8 +222,8 @@ impl Core {
     pub async fn handle_request(&self, request: Request) -> Result<Response, Error> {
         let state = self.state()?;
         let target = self.resolve(&state, &request.path)?;
-        let operation = self.operation(&target, &request).await?;
         let caller = self.authenticate(&state, &target, &request).await?;
+        let operation = self.operation(&target, &request, caller.as_ref()).await?;
         self.authorize(caller.as_ref(), &target, operation, &request)?;
         let (caller, last_use) = match caller {
             Some(mut caller) => {
@@ -262,8 +264,6 @@ impl Core {
 
     /// Loads (or on first unseal creates) the mount tables, token store and policies.
     async fn post_unseal(&self, first_time: bool) -> Result<Arc<State>, Error> {
-        let config = Seal::config(self.barrier.physical().as_ref()).await?;
-        let cluster_id = config.map(|c| c.cluster_id).unwrap_or_default();
         let system = StorageView::new(self.barrier.clone(), "");
         let mut secrets: Vec<MountEntry> = system.get_json(crate::mounts::MOUNTS_PATH).await?.unwrap_or_default();
         let mut auths: Vec<MountEntry> = system.get_json(crate::mounts::AUTH_PATH).await?.unwrap_or_default();
@@ -285,7 +285,6 @@ impl Core {
             identity: IdentityStore::new(StorageView::new(self.barrier.clone(), "sys/identity/")),
             mount_lock: tokio::sync::Mutex::new(()),
             unwrap_lock: tokio::sync::Mutex::new(()),
-            cluster_id,
         };
         Ok(Arc::new(state))
     }
@@ -334,7 +333,7 @@ impl Core {
     }
 
     /// Splits a write into create or update with the engine's existence check.
-    async fn operation(&self, target: &Target, request: &Request) -> Result<Operation, Error> {
+    async fn operation(&self, target: &Target, request: &Request, caller: Option<&Caller>) -> Result<Operation, Error> {
         Ok(match request.verb {
             Verb::Read => Operation::Read,
             Verb::List => Operation::List,
@@ -343,7 +342,7 @@ impl Core {
             Verb::Write => match target {
                 Target::Engine(route) => {
                     let Some(engine) = &route.mounted.engine else { return Ok(Operation::Update) };
-                    let ctx = self.engine_context(route, None, request);
+                    let ctx = self.engine_context(route, caller, request);
                     let probe = EngineRequest::new(Operation::Create, route.relative.clone(), request.data.clone());
                     match engine.exists(&ctx, &probe).await? {
                         Some(false) => Operation::Create,

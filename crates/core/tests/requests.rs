@@ -354,3 +354,17 @@ async fn storage_failure_writes_nothing() {
     let names = call(&core, Verb::List, "sys/policies/acl", &root, json!({})).await.expect("list");
     assert_eq!(data(&names)["keys"], json!(["default", "root"]), "the failed write left nothing behind");
 }
+
+#[tokio::test]
+async fn cubbyholes_are_private_to_their_token_and_go_with_it() {
+    let (core, root) = dev_core().await;
+    let (token, _) = create_token(&core, &root, json!({"policies": ["x"]})).await;
+    call(&core, Verb::Write, "cubbyhole/note", &token, json!({"k": "mine"})).await.expect("write own cubbyhole");
+    let read = call(&core, Verb::Read, "cubbyhole/note", &token, json!({})).await.expect("read");
+    assert_eq!(data(&read)["k"], json!("mine"));
+    let other = call(&core, Verb::Read, "cubbyhole/note", &root, json!({})).await;
+    assert!(matches!(other, Err(Error::NotFound { .. })), "another token sees its own, empty cubbyhole");
+    call(&core, Verb::Write, "auth/token/revoke", &root, json!({"token": token})).await.expect("revoke");
+    let (again, _) = create_token(&core, &root, json!({"policies": ["x"]})).await;
+    assert!(call(&core, Verb::Read, "cubbyhole/note", &again, json!({})).await.is_err());
+}
