@@ -1,7 +1,9 @@
 //! The core: the request path of the diagram in DESIGN.md, and the seal lifecycle.
 //!
-//! `handle_request` reads top to bottom like the request path: sealed? → route → authenticate →
-//! create or update → authorise → dispatch → use count → wrap. Everything it calls sits
+//! `handle_request` reads top to bottom like the request path: sealed? → quotas → route →
+//! authenticate → create or update → authorise (`check`) → audit the request (fail closed) →
+//! dispatch → use count → wrap (`execute`) → audit the response → metrics. The audit, quota
+//! and metrics steps are in `audit::hooks`. Everything it calls sits
 //! below it: the router, the token store, the policy store, the engines. Nothing below holds a
 //! pointer back to the core.
 
@@ -58,6 +60,10 @@ pub(crate) struct State {
     pub(crate) mount_lock: tokio::sync::Mutex<()>,
     /// Serialises unwrapping so a wrapping token is used exactly once.
     pub(crate) unwrap_lock: tokio::sync::Mutex<()>,
+    /// The enabled audit devices.
+    pub(crate) audit: crate::audit::Broker,
+    /// Rate-limit quotas.
+    pub(crate) quotas: crate::quotas::RateLimits,
 }
 
 impl State {
@@ -79,7 +85,7 @@ pub(crate) enum Target {
     System(String),
     Token(String),
     Identity(String),
-    Engine(Route),
+    Engine(Box<Route>),
 }
 
 pub struct Core {
@@ -93,11 +99,21 @@ pub struct Core {
     lifecycle: tokio::sync::Mutex<()>,
     /// Generate-root and rekey attempts.
     pub(crate) operator: crate::operator::Operator,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) alerts: Arc<crate::alerts::Alerts>,
+    /// Audit device types (`file` built in; the server adds `socket`).
+    pub(crate) audit_factories: Arc<crate::audit::Factories>,
+    pub(crate) alert_delivery: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Core {
     pub fn new(config: CoreConfig, physical: Arc<dyn Physical>, registry: EngineRegistry) -> Arc<Core> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Arc::new(Core {
+            alerts: Arc::new(crate::alerts::Alerts::new(metrics.clone())),
+            metrics,
+            audit_factories: Arc::default(),
+            alert_delivery: std::sync::Mutex::new(None),
             config,
             barrier: Arc::new(Barrier::new(physical)),
             seal: Seal::default(),
@@ -220,11 +236,38 @@ impl Core {
 
     /// The request path. See the module documentation.
     pub async fn handle_request(&self, request: Request) -> Result<Response, Error> {
+        let started = std::time::Instant::now();
         let state = self.state()?;
-        let target = self.resolve(&state, &request.path)?;
-        let caller = self.authenticate(&state, &target, &request).await?;
-        let operation = self.operation(&target, &request, caller.as_ref()).await?;
-        self.authorize(caller.as_ref(), &target, operation, &request)?;
+        let mut trail = crate::audit::Trail::default();
+        let checked = self.check(&state, &request, &mut trail).await;
+        self.audit_request(&state, &trail, &request, checked.as_ref().err()).await?;
+        let result = match checked {
+            Ok((target, operation, caller)) => self.execute(&state, &request, target, operation, caller).await,
+            Err(error) => Err(error),
+        };
+        let result = self.audit_response(&state, &trail, &request, result).await;
+        self.observe(&trail, &request, &result, started.elapsed());
+        result
+    }
+
+    /// Quotas, route, authentication and authorisation: everything decided before the
+    /// request entry is audited and the request runs.
+    async fn check(&self, state: &State, request: &Request, trail: &mut crate::audit::Trail) -> Result<(Target, Operation, Option<Caller>), Error> {
+        self.limit(state, request, None, crate::audit::QuotaPhase::BeforeAuthentication, trail)?;
+        let target = self.resolve(state, &request.path)?;
+        trail.mount = Some(target.audit_mount());
+        let caller = self.authenticate(state, &target, request).await?;
+        trail.caller = caller.clone();
+        trail.login = target.is_login(caller.as_ref());
+        let operation = self.operation(&target, request, caller.as_ref()).await?;
+        trail.operation = Some(operation);
+        self.limit(state, request, caller.as_ref(), crate::audit::QuotaPhase::AfterAuthentication, trail)?;
+        self.authorize(caller.as_ref(), &target, operation, request)?;
+        Ok((target, operation, caller))
+    }
+
+    /// Dispatch, the token's use count, and wrapping.
+    async fn execute(&self, state: &Arc<State>, request: &Request, target: Target, operation: Operation, caller: Option<Caller>) -> Result<Response, Error> {
         let (caller, last_use) = match caller {
             Some(mut caller) => {
                 let (entry, last) = state.tokens.use_once(&caller.entry).await?;
@@ -285,7 +328,10 @@ impl Core {
             identity: IdentityStore::new(StorageView::new(self.barrier.clone(), "sys/identity/")),
             mount_lock: tokio::sync::Mutex::new(()),
             unwrap_lock: tokio::sync::Mutex::new(()),
+            audit: crate::audit::Broker::restore(StorageView::new(self.barrier.clone(), ""), self.audit_factories.clone(), self.audit_failure_hook()).await?,
+            quotas: crate::quotas::RateLimits::load(StorageView::new(self.barrier.clone(), "sys/quotas-rate-limit/")).await?,
         };
+        self.alerts.load(StorageView::new(self.barrier.clone(), "sys/alerts/")).await?;
         Ok(Arc::new(state))
     }
 
@@ -327,7 +373,7 @@ impl Core {
             return Ok(Target::Identity(rest.to_string()));
         }
         match state.router().resolve(path) {
-            Some(route) if route.mounted.engine.is_some() => Ok(Target::Engine(route)),
+            Some(route) if route.mounted.engine.is_some() => Ok(Target::Engine(Box::new(route))),
             _ => Err(Error::UnsupportedPath(path.to_string())),
         }
     }
@@ -568,10 +614,9 @@ impl Core {
         let route_path = entry.route_path();
         for existing in router.all() {
             let other = existing.entry.route_path();
-            if other.starts_with(&route_path) || route_path.starts_with(&other) {
-                if existing.entry.table == entry.table || route_path.starts_with("auth/") == other.starts_with("auth/") {
-                    return Err(Error::invalid(format!("path is already in use at {other}")));
-                }
+            let overlaps = other.starts_with(&route_path) || route_path.starts_with(&other);
+            if overlaps && (existing.entry.table == entry.table || route_path.starts_with("auth/") == other.starts_with("auth/")) {
+                return Err(Error::invalid(format!("path is already in use at {other}")));
             }
         }
         let mounted = self.mount(entry.clone())?;

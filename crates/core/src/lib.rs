@@ -1,9 +1,12 @@
 //! The secrets kernel of Ward: storage barrier, seal, router and mounts, tokens, policies,
-//! leases (expiration), wrapping and the `sys/` backend.
+//! leases (expiration), wrapping, audit, rate-limit quotas, metrics, alerts and the `sys/`
+//! backend.
 //!
 //! The core sees no HTTP: the server turns a request into a [`request::Request`] and hands
 //! it to [`Core::handle_request`]. Engines see only [`engine`]'s API.
 
+pub mod alerts;
+pub mod audit;
 pub mod barrier;
 pub mod cidr;
 pub mod clock;
@@ -13,8 +16,10 @@ pub mod engine;
 pub mod error;
 mod expiration;
 pub mod identity;
+pub mod metrics;
 pub mod mounts;
 pub mod policy_store;
+pub mod quotas;
 pub mod request;
 pub mod operator;
 mod seal;

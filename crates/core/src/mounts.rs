@@ -147,7 +147,7 @@ pub struct Route {
 
 impl Router {
     pub fn new(mut mounts: Vec<Mounted>) -> Self {
-        mounts.sort_by(|a, b| b.entry.route_path().len().cmp(&a.entry.route_path().len()));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.entry.route_path().len()));
         Router { mounts }
     }
 

@@ -298,8 +298,16 @@ impl Core {
             }
             add_share(&mut attempt.shares, share);
             if (attempt.shares.len() as u32) < required {
-                drop(slot);
-                return self.rekey_status().await;
+                return Ok(RekeyStatus {
+                    started: true,
+                    nonce: attempt.nonce.clone(),
+                    new_shares: attempt.new_shares,
+                    new_threshold: attempt.new_threshold,
+                    progress: attempt.shares.len() as u32,
+                    required,
+                    verification_required: attempt.require_verification,
+                    ..RekeyStatus::default()
+                });
             }
             slot.take().ok_or_else(|| Error::internal("attempt vanished"))?
         };

@@ -18,6 +18,9 @@ use crate::barrier::{open_bytes, seal_bytes, Barrier, Key};
 use crate::error::Error;
 use crate::shamir;
 
+/// Unseal key shares, each zeroized on drop.
+pub(crate) type KeyShares = Vec<Zeroizing<Vec<u8>>>;
+
 const SEAL_CONFIG_PATH: &str = "core/seal-config";
 const ROOT_KEY_PATH: &str = "core/root-key";
 
@@ -95,7 +98,7 @@ impl Seal {
     }
 
     /// A fresh unseal key and its shares, not yet in use (the first half of a rekey).
-    pub(crate) fn new_unseal_key(shares: u32, threshold: u32) -> Result<(Key, Vec<Zeroizing<Vec<u8>>>), Error> {
+    pub(crate) fn new_unseal_key(shares: u32, threshold: u32) -> Result<(Key, KeyShares), Error> {
         validate(shares, threshold)?;
         let unseal_key = Key::generate();
         let key_shares = if shares == 1 {

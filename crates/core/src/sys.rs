@@ -31,6 +31,7 @@ pub(crate) fn authorizes_itself(path: &str) -> bool {
 pub(crate) fn requires_sudo(path: &str, operation: Operation) -> bool {
     let path = path.trim_end_matches('/');
     path == "audit"
+        || path.starts_with("alerts")
         || path.starts_with("audit/")
         || (path.starts_with("auth/") && operation != Operation::Read)
         || path.starts_with("config/auditing")
@@ -62,6 +63,12 @@ impl Core {
         let segments: Vec<&str> = trimmed.split('/').collect();
         let data = &request.data;
         let mut response = match (segments.as_slice(), operation) {
+            (["audit", ..], _) | (["audit-hash", ..], _) => self.handle_audit(state, trimmed, operation, data).await?,
+            (["quotas", "config"], _) | (["quotas", "rate-limit", ..], _) => {
+                self.handle_rate_limit_quotas(state, trimmed, operation, data).await?
+            }
+            (["alerts", ..], _) => self.alerts.handle(trimmed.trim_start_matches("alerts"), operation, data).await?,
+            (["metrics"], Operation::Read) => self.metrics_endpoint(data),
             (["mounts"], Operation::Read) => Response::with_data(self.mount_listing(state, Table::Secrets)),
             (["auth"], Operation::Read) => Response::with_data(self.mount_listing(state, Table::Auth)),
             (["mounts", ..], _) | (["auth", ..], _) => {
@@ -85,8 +92,8 @@ impl Core {
                 let names = state.policies.names().await?;
                 Response::with_data(Core::data_map(json!({ "keys": names, "policies": names })))
             }
-            (["policy", name], op) => self.policy_endpoint(state, name, op, data, "rules").await?,
-            (["policies", "acl", name], op) => self.policy_endpoint(state, name, op, data, "policy").await?,
+            (["policy", name], op) => self.policy_endpoint_alerted(state, name, op, data, "rules", caller, request).await?,
+            (["policies", "acl", name], op) => self.policy_endpoint_alerted(state, name, op, data, "policy", caller, request).await?,
             (["capabilities-self"], op) if op.is_write() => {
                 let caller = caller.ok_or_else(Error::denied)?;
                 capabilities_response(&caller.acl, data)?
@@ -134,6 +141,7 @@ impl Core {
                 Response::default()
             }
             (["seal"], op) if op.is_write() => {
+                self.alerts.sealed(&crate::alerts::actor(caller, request), self.clock.now());
                 self.seal().await;
                 Response::default()
             }
@@ -366,7 +374,7 @@ impl Core {
         Ok(Response::with_data(Core::data_map(json!({ "migration_id": id }))))
     }
 
-    async fn policy_endpoint(
+    pub(crate) async fn policy_endpoint(
         &self,
         state: &State,
         name: &str,

@@ -251,7 +251,7 @@ pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     response
 }
 
-fn no_content() -> HttpResponse {
+pub(crate) fn no_content() -> HttpResponse {
     let mut response = http::Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     response.headers_mut().insert(CACHE_CONTROL, NO_STORE);

@@ -14,6 +14,7 @@ mod body;
 pub mod config;
 pub mod handler;
 pub mod mlock;
+mod operator;
 mod raw;
 pub mod serve;
 pub mod tls;

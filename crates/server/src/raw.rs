@@ -1,5 +1,5 @@
-//! The raw `sys/` endpoints: `sys/init`, `sys/seal-status`, `sys/unseal`, `sys/health` and
-//! `sys/leader`.
+//! The raw `sys/` endpoints: `sys/init`, `sys/seal-status`, `sys/unseal`, `sys/health`,
+//! `sys/leader`, and (in `operator`) `sys/generate-root/*` and `sys/rekey/*`.
 //!
 //! They answer while the core is sealed and without a token, with a bare JSON object instead
 //! of the envelope, so they call the core's lifecycle methods directly instead of
@@ -36,6 +36,7 @@ pub(crate) enum Endpoint {
     Unseal,
     Health,
     Leader,
+    GenerateRoot(crate::operator::Endpoint),
 }
 
 impl Endpoint {
@@ -47,7 +48,7 @@ impl Endpoint {
             "sys/unseal" => Endpoint::Unseal,
             "sys/health" => Endpoint::Health,
             "sys/leader" => Endpoint::Leader,
-            _ => return None,
+            other => Endpoint::GenerateRoot(crate::operator::Endpoint::from_path(other)?),
         })
     }
 }
@@ -79,6 +80,7 @@ where
             health(core, request.uri().query()).await
         }
         (Endpoint::Leader, &Method::GET) => Ok(leader()),
+        (Endpoint::GenerateRoot(op), _) => crate::operator::handle(core, op, request, limit).await,
         _ => return error_body(StatusCode::METHOD_NOT_ALLOWED, &[]),
     };
     let mut response = result.unwrap_or_else(Failure::into_response);
@@ -88,7 +90,7 @@ where
     response
 }
 
-async fn read_object<B>(
+pub(crate) async fn read_object<B>(
     request: http::Request<B>,
     limit: Option<u64>,
 ) -> Result<Map<String, Value>, Failure>
@@ -105,20 +107,20 @@ where
     Ok(body::parse_object(&bytes)?)
 }
 
-fn ok_json<T: Serialize>(status: StatusCode, value: &T) -> Result<HttpResponse, Failure> {
+pub(crate) fn ok_json<T: Serialize>(status: StatusCode, value: &T) -> Result<HttpResponse, Failure> {
     let body = serde_json::to_vec(value)
         .map_err(|e| core_failure(ward_core::Error::internal(e.to_string())))?;
     Ok(json_response(status, body))
 }
 
-fn core_failure(error: ward_core::Error) -> Failure {
+pub(crate) fn core_failure(error: ward_core::Error) -> Failure {
     Failure::Core {
         error,
         request_id: String::new(),
     }
 }
 
-fn bad_request(message: impl Into<String>) -> Failure {
+pub(crate) fn bad_request(message: impl Into<String>) -> Failure {
     Failure::Status(StatusCode::BAD_REQUEST, message.into())
 }
 
@@ -223,7 +225,7 @@ async fn unseal(core: &Core, data: &Map<String, Value>) -> Result<HttpResponse, 
 
 /// A key share as hex (tried first, as Vault does) or base64 (standard or URL-safe, padded
 /// or not).
-fn decode_key(key: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_key(key: &str) -> Option<Vec<u8>> {
     hex::decode(key)
         .ok()
         .or_else(|| STANDARD.decode(key).ok())

@@ -109,7 +109,7 @@ pub fn start(core: Arc<Core>, listeners: Vec<BoundListener>) -> Running {
             ))
         })
         .collect();
-    let sweeper = tokio::spawn(sweep_expired_tokens(core, shutdown_rx));
+    let sweeper = tokio::spawn(sweep_expired(core, shutdown_rx));
     Running {
         shutdown,
         accept_loops,
@@ -264,8 +264,8 @@ async fn drive<I, S>(
     }
 }
 
-/// Revokes expired tokens every second while the core is unsealed.
-async fn sweep_expired_tokens(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+/// Revokes expired tokens and leases every second while the core is unsealed.
+async fn sweep_expired(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -280,6 +280,11 @@ async fn sweep_expired_tokens(core: Arc<Core>, mut shutdown: watch::Receiver<boo
             Ok(0) | Err(ward_core::Error::Sealed) => {}
             Ok(n_expired) => tracing::debug!(n_expired, "expired tokens revoked"),
             Err(e) => tracing::warn!(error = %e, "token expiry sweep failed"),
+        }
+        match core.expire_leases().await {
+            Ok(0) | Err(ward_core::Error::Sealed) => {}
+            Ok(n_revoked) => tracing::debug!(n_revoked, "expired leases revoked"),
+            Err(e) => tracing::warn!(error = %e, "lease expiry sweep failed"),
         }
     }
 }

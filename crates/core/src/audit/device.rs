@@ -1,0 +1,357 @@
+//! Audit devices: the [`AuditSink`] trait (where lines go), the file sink (`file_path`, also
+//! `stdout` and `discard`), and the per-device writer task.
+//!
+//! Each device is one task that owns its sink and its end of the hash chain. Requests hand it
+//! serialised entries over a bounded channel and wait for the acknowledgement; the task takes
+//! everything queued, frames the lines (chain hash included), writes them with one call and
+//! acknowledges them together, so concurrent requests share a write. A write that does not
+//! finish within the device's timeout fails the batch: the requests waiting on it count this
+//! device as failed and carry on with the others. Sockets are not opened here (the core opens
+//! no sockets): the server registers a sink factory for `socket`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain;
+
+/// Where a device's lines go. Implementations: the file sink here, the socket sink in the
+/// server, and fault-injecting sinks in tests.
+#[async_trait]
+pub trait AuditSink: Send {
+    /// Writes a batch of whole lines and hands it to the operating system. On error, the
+    /// batch counts as not written (a sink that can undo a partial write should).
+    async fn write(&mut self, batch: &[u8]) -> io::Result<()>;
+
+    /// Reopens the destination: log rotation after SIGHUP.
+    async fn reopen(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Called after a failed or timed-out write, for sinks that must start over (a socket
+    /// with half a line in it reconnects).
+    async fn reset(&mut self) {}
+
+    /// The hash of the last line already at the destination, to continue the chain after a
+    /// restart. `None` when the sink cannot tell (a socket) or the destination is empty.
+    fn last_line_hash(&mut self) -> Option<[u8; 32]> {
+        None
+    }
+}
+
+/// Builds the sink of one device type from the device's options. Errors are messages for the
+/// operator (they become 400s); they never contain secrets.
+#[async_trait]
+pub trait AuditSinkFactory: Send + Sync {
+    async fn open(&self, options: &BTreeMap<String, String>) -> Result<Box<dyn AuditSink>, String>;
+}
+
+/// The `file` device type (also serves `stdout` and `discard`).
+pub struct FileSinkFactory;
+
+#[async_trait]
+impl AuditSinkFactory for FileSinkFactory {
+    async fn open(&self, options: &BTreeMap<String, String>) -> Result<Box<dyn AuditSink>, String> {
+        let target = options
+            .get("file_path")
+            .or_else(|| options.get("path"))
+            .filter(|p| !p.is_empty())
+            .ok_or("file_path is required")?;
+        match target.as_str() {
+            "stdout" => return Ok(Box::new(StdoutSink)),
+            "discard" => return Ok(Box::new(DiscardSink)),
+            _ => {}
+        }
+        let mode = parse_mode(options.get("mode").map(String::as_str))?;
+        let path = checked_path(Path::new(target))?;
+        let sink = FileSink::open(path, mode).map_err(|e| format!("cannot open audit file: {}", describe_io(&e)))?;
+        Ok(Box::new(sink))
+    }
+}
+
+/// Directories an audit file may never be written into: system and executable locations
+/// (CVE-2025-6000: an API-enabled device writing an executable into the plugin directory).
+const FORBIDDEN_DIRECTORIES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr",
+];
+
+/// Resolves and checks an audit file path: absolute, the directory exists and is not a
+/// system or executable location, and an existing file is a regular, non-executable file.
+fn checked_path(path: &Path) -> Result<PathBuf, String> {
+    if !path.is_absolute() {
+        return Err("file_path must be an absolute path".into());
+    }
+    let name = path.file_name().ok_or("file_path must name a file")?;
+    let parent = path.parent().ok_or("file_path must name a file")?;
+    let directory = std::fs::canonicalize(parent).map_err(|e| format!("audit directory is not usable: {}", describe_io(&e)))?;
+    if directory == Path::new("/") || FORBIDDEN_DIRECTORIES.iter().any(|d| directory.starts_with(d)) {
+        return Err(format!("audit files cannot be written under {}", directory.display()));
+    }
+    let full = directory.join(name);
+    if let Ok(metadata) = std::fs::metadata(&full) {
+        if !metadata.is_file() {
+            return Err("file_path exists and is not a regular file".into());
+        }
+        if metadata.permissions().mode() & 0o111 != 0 {
+            return Err("file_path is an executable file".into());
+        }
+    }
+    Ok(full)
+}
+
+/// `mode` as Vault takes it: an octal string, default `0600`. Executable, setuid, setgid
+/// and sticky bits are refused.
+fn parse_mode(text: Option<&str>) -> Result<u32, String> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(0o600) };
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("invalid mode {text:?}: expected an octal number such as 0600"))?;
+    if mode > 0o777 {
+        return Err(format!("invalid mode {text:?}: setuid, setgid and sticky bits are not allowed"));
+    }
+    if mode & 0o111 != 0 {
+        return Err(format!("invalid mode {text:?}: audit files cannot be executable"));
+    }
+    Ok(mode)
+}
+
+fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// An append-only audit file. Each batch checks that the open file still has a name (a
+/// deleted file is reported, not written into silently, which Vault does), and a failed
+/// write is cut back so that no half line stays behind.
+pub struct FileSink {
+    path: PathBuf,
+    mode: u32,
+    file: File,
+}
+
+impl FileSink {
+    pub fn open(path: PathBuf, mode: u32) -> io::Result<FileSink> {
+        let file = open_append(&path, mode)?;
+        Ok(FileSink { path, mode, file })
+    }
+}
+
+fn open_append(path: &Path, mode: u32) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    if mode != 0 {
+        options.mode(mode);
+    }
+    let file = options.open(path)?;
+    if mode != 0 && file.metadata()?.permissions().mode() & 0o777 != mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(file)
+}
+
+#[async_trait]
+impl AuditSink for FileSink {
+    async fn write(&mut self, batch: &[u8]) -> io::Result<()> {
+        // A regular file in the page cache: the write does not wait for the disk, so doing it
+        // on the device task is cheaper than a hop to the blocking pool.
+        let metadata = self.file.metadata()?;
+        if metadata.nlink() == 0 {
+            return Err(io::Error::other("the audit file was deleted"));
+        }
+        let length = metadata.len();
+        if let Err(e) = self.file.write_all(batch) {
+            let _ = self.file.set_len(length);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn reopen(&mut self) -> io::Result<()> {
+        self.file = open_append(&self.path, self.mode)?;
+        Ok(())
+    }
+
+    fn last_line_hash(&mut self) -> Option<[u8; 32]> {
+        last_line(&self.path).ok().flatten().map(|line| chain::line_hash(&line))
+    }
+}
+
+/// The last non-empty line of a file, read backwards in blocks.
+fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut file = File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut tail: Vec<u8> = Vec::new();
+    const BLOCK: u64 = 64 * 1024;
+    loop {
+        let content_end = tail.iter().rposition(|b| *b != b'\n' && *b != b'\r').map(|i| i + 1);
+        if let Some(content_end) = content_end {
+            if let Some(start) = tail[..content_end].iter().rposition(|b| *b == b'\n') {
+                return Ok(Some(tail[start + 1..content_end].to_vec()));
+            }
+        }
+        if end == 0 {
+            return Ok(content_end.map(|e| tail[..e].to_vec()));
+        }
+        let read = BLOCK.min(end);
+        end -= read;
+        file.seek(SeekFrom::Start(end))?;
+        let mut block = vec![0u8; usize::try_from(read).unwrap_or(0)];
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&tail);
+        tail = block;
+    }
+}
+
+struct StdoutSink;
+
+#[async_trait]
+impl AuditSink for StdoutSink {
+    async fn write(&mut self, batch: &[u8]) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(batch)?;
+        out.flush()
+    }
+}
+
+struct DiscardSink;
+
+#[async_trait]
+impl AuditSink for DiscardSink {
+    async fn write(&mut self, _batch: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a request or the broker asks of a device task.
+pub(crate) enum Job {
+    /// A serialised entry; the answer says whether it reached the sink.
+    Entry { entry: Vec<u8>, done: oneshot::Sender<bool> },
+    /// Reopen the sink; answers with the chain's last hash (to persist) or the failure.
+    Reopen { done: oneshot::Sender<Result<[u8; 32], String>> },
+}
+
+/// The most entries one write takes.
+const MAX_BATCH: usize = 512;
+
+/// Reports a device failure (metrics, alerts); never given secret material.
+pub(crate) type FailureHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) sink: Box<dyn AuditSink>,
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) last_hash: [u8; 32],
+    pub(crate) write_timeout: Duration,
+    pub(crate) on_failure: FailureHook,
+}
+
+impl Worker {
+    /// Runs until every sender is gone (the device was disabled or the core sealed).
+    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut waiting: Vec<oneshot::Sender<bool>> = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = jobs.recv().await {
+            let mut next = Some(first);
+            buffer.clear();
+            waiting.clear();
+            let before = self.last_hash;
+            let mut control: Option<Job> = None;
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Entry { entry, done } => {
+                        self.last_hash = chain::frame(&mut buffer, &self.prefix, &self.last_hash, &entry);
+                        waiting.push(done);
+                    }
+                    other => {
+                        control = Some(other);
+                        break;
+                    }
+                }
+                if waiting.len() >= MAX_BATCH {
+                    break;
+                }
+                next = jobs.try_recv().ok();
+            }
+            if !waiting.is_empty() {
+                let written = match tokio::time::timeout(self.write_timeout, self.sink.write(&buffer)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        (self.on_failure)(&self.name, &describe_io(&e));
+                        false
+                    }
+                    Err(_) => {
+                        (self.on_failure)(&self.name, "write timed out");
+                        false
+                    }
+                };
+                if !written {
+                    self.last_hash = before;
+                    self.sink.reset().await;
+                }
+                for done in waiting.drain(..) {
+                    let _ = done.send(written);
+                }
+            }
+            match control {
+                Some(Job::Reopen { done }) => {
+                    let result = match self.sink.reopen().await {
+                        Ok(()) => Ok(self.last_hash),
+                        Err(e) => {
+                            (self.on_failure)(&self.name, &format!("reopen failed: {}", describe_io(&e)));
+                            Err(describe_io(&e))
+                        }
+                    };
+                    let _ = done.send(result);
+                }
+                Some(Job::Entry { .. }) | None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_with_execute_or_special_bits_are_refused() {
+        assert_eq!(parse_mode(None), Ok(0o600));
+        assert_eq!(parse_mode(Some("0640")), Ok(0o640));
+        assert!(parse_mode(Some("0755")).is_err());
+        assert!(parse_mode(Some("0700")).is_err());
+        assert!(parse_mode(Some("4600")).is_err());
+        assert!(parse_mode(Some("rw")).is_err());
+    }
+
+    #[test]
+    fn system_directories_and_relative_paths_are_refused() {
+        for path in ["/etc/ward-audit.log", "/usr/lib/ward/plugins/x", "/proc/self/fd/1", "relative.log", "/"] {
+            assert!(checked_path(Path::new(path)).is_err(), "{path}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(checked_path(&dir.path().join("audit.log")).is_ok());
+        assert!(checked_path(&dir.path().join("missing/audit.log")).is_err());
+    }
+
+    #[test]
+    fn the_last_line_is_found_across_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let long = "x".repeat(150_000);
+        std::fs::write(&path, format!("first\n{long}\n\n")).expect("write");
+        assert_eq!(last_line(&path).expect("read"), Some(long.into_bytes()));
+        std::fs::write(&path, "only").expect("write");
+        assert_eq!(last_line(&path).expect("read"), Some(b"only".to_vec()));
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(last_line(&path).expect("read"), None);
+    }
+}

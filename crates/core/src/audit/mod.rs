@@ -1,0 +1,483 @@
+//! Audit: devices (`sys/audit`), the entry format with per-device HMAC, the hash chain and
+//! its verifier, and the broker that makes the request path fail closed.
+//!
+//! The broker holds the enabled devices of an unsealed core. `log` hands an entry to every
+//! device and returns as soon as one of them has it at the operating system; if none can
+//! within the devices' write timeouts, it fails and the core refuses the request (request
+//! entry) or reports the failure (response entry). With no device enabled, nothing is
+//! audited and requests go through, as in Vault.
+//!
+//! Device records (type, options, salt) live in the barrier at `core/audit`; each device's
+//! last chain hash is kept in memory by its task and saved at `core/audit-chain/<path>` on
+//! rotation and when the device is disabled, so a new file continues the chain.
+//!
+//! Devices are created through the API, as in Vault, with the guards of CVE-2025-6000: no
+//! executable modes, no system or executable directories, no existing non-regular or
+//! executable target, no `prefix` with line breaks or a `#!` start.
+
+mod chain;
+mod device;
+mod format;
+mod hash;
+mod hooks;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::view::StorageView;
+
+pub use chain::{genesis_hash, line_hash, verify, BreakReason, ChainBreak, Verifier, VerifyReport, GENESIS_MARKER};
+pub use device::{AuditSink, AuditSinkFactory, FileSink, FileSinkFactory};
+pub use hash::HMAC_PREFIX;
+
+pub(crate) use device::FailureHook;
+pub(crate) use format::{request_entry, response_entry, MountFacts, RawEntry, Trail};
+pub(crate) use hooks::QuotaPhase;
+
+use device::{Job, Worker};
+use format::HashOptions;
+use hash::Hasher;
+
+/// The message of a request refused because no device recorded it (Vault's wording).
+pub const NO_AUDIT_MESSAGE: &str = "no audit backend succeeded in logging the request";
+
+const TABLE_PATH: &str = "core/audit";
+const CHAIN_PREFIX: &str = "core/audit-chain/";
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Entries a device may have queued before new ones count as failed for it.
+const QUEUE_DEPTH: usize = 8192;
+
+/// A device as stored in the barrier. The salt never leaves the core.
+#[derive(Clone, Serialize, Deserialize)]
+struct DeviceRecord {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    local: bool,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+    salt: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChainState {
+    last_hash: String,
+}
+
+/// The sink factories by device type: `file` built in, `socket` registered by the server.
+pub(crate) struct Factories {
+    by_kind: RwLock<HashMap<String, Arc<dyn AuditSinkFactory>>>,
+}
+
+impl Default for Factories {
+    fn default() -> Self {
+        let mut by_kind: HashMap<String, Arc<dyn AuditSinkFactory>> = HashMap::new();
+        by_kind.insert("file".into(), Arc::new(FileSinkFactory));
+        Factories { by_kind: RwLock::new(by_kind) }
+    }
+}
+
+impl Factories {
+    pub(crate) fn register(&self, kind: &str, factory: Arc<dyn AuditSinkFactory>) {
+        if let Ok(mut map) = self.by_kind.write() {
+            map.insert(kind.to_string(), factory);
+        }
+    }
+
+    fn get(&self, kind: &str) -> Option<Arc<dyn AuditSinkFactory>> {
+        self.by_kind.read().ok().and_then(|m| m.get(kind).cloned())
+    }
+}
+
+struct Device {
+    record: DeviceRecord,
+    hasher: Hasher,
+    options: HashOptions,
+    write_timeout: Duration,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The enabled devices of an unsealed core.
+pub(crate) struct Broker {
+    devices: RwLock<Arc<Vec<Arc<Device>>>>,
+    changes: tokio::sync::Mutex<()>,
+    view: StorageView,
+    factories: Arc<Factories>,
+    on_failure: FailureHook,
+}
+
+impl Broker {
+    /// The devices of the stored table, each opened and started. A device whose sink cannot
+    /// be opened stays enabled and fails every entry (and says so), so a broken device is
+    /// visible rather than silently dropped.
+    pub(crate) async fn restore(view: StorageView, factories: Arc<Factories>, on_failure: FailureHook) -> Result<Broker, Error> {
+        let records: Vec<DeviceRecord> = view.get_json(TABLE_PATH).await?.unwrap_or_default();
+        let broker = Broker { devices: RwLock::new(Arc::new(Vec::new())), changes: tokio::sync::Mutex::new(()), view, factories, on_failure };
+        let mut devices = Vec::new();
+        for record in records {
+            let sink: Box<dyn AuditSink> = match broker.open_sink(&record).await {
+                Ok(sink) => sink,
+                Err(message) => {
+                    tracing::error!(device = %record.path, %message, "audit device cannot be opened; it will fail every entry");
+                    (broker.on_failure)(&record.path, "cannot be opened");
+                    Box::new(BrokenSink(message))
+                }
+            };
+            let device = broker.start(record, sink).await?;
+            devices.push(Arc::new(device));
+        }
+        broker.install(devices);
+        Ok(broker)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.snapshot().is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    /// Hands the entry to every device; `Ok` once at least one has written it.
+    pub(crate) async fn log(&self, entry: &RawEntry, mount: Option<&MountFacts>) -> Result<(), Error> {
+        let devices = self.snapshot();
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let mut acks = FuturesUnordered::new();
+        let mut timeout = Duration::ZERO;
+        for device in devices.iter() {
+            let line = entry.render(&device.hasher, device.options, mount)?;
+            let (done, ack) = oneshot::channel();
+            match device.jobs.try_send(Job::Entry { entry: line, done }) {
+                Ok(()) => {
+                    acks.push(ack);
+                    timeout = timeout.max(device.write_timeout);
+                }
+                Err(_) => (self.on_failure)(&device.record.path, "queue full"),
+            }
+        }
+        // A little over the longest write timeout, so that a device's own timeout decides.
+        let wait = async {
+            while let Some(ack) = acks.next().await {
+                if ack == Ok(true) {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(timeout + Duration::from_millis(250), wait).await {
+            Ok(true) => Ok(()),
+            _ => Err(Error::internal(NO_AUDIT_MESSAGE)),
+        }
+    }
+
+    /// Reopens every device (SIGHUP) and saves each chain's last hash, so the new file's
+    /// first line chains to the old file's last. Returns the devices that failed.
+    pub(crate) async fn reopen(&self) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        for device in self.snapshot().iter() {
+            let (done, answer) = oneshot::channel();
+            if device.jobs.send(Job::Reopen { done }).await.is_err() {
+                failed.push((device.record.path.clone(), "device stopped".to_string()));
+                continue;
+            }
+            match answer.await {
+                Ok(Ok(last)) => {
+                    if let Err(e) = self.save_chain(&device.record.path, &last).await {
+                        failed.push((device.record.path.clone(), e.to_string()));
+                    }
+                }
+                Ok(Err(message)) => failed.push((device.record.path.clone(), message)),
+                Err(_) => failed.push((device.record.path.clone(), "device stopped".to_string())),
+            }
+        }
+        failed
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Device>>> {
+        self.devices.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    fn install(&self, devices: Vec<Arc<Device>>) {
+        match self.devices.write() {
+            Ok(mut guard) => *guard = Arc::new(devices),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(devices),
+        }
+    }
+
+    async fn open_sink(&self, record: &DeviceRecord) -> Result<Box<dyn AuditSink>, String> {
+        let factory = self.factories.get(&record.kind).ok_or_else(|| format!("unknown audit device type {:?}", record.kind))?;
+        factory.open(&record.options).await
+    }
+
+    async fn start(&self, record: DeviceRecord, mut sink: Box<dyn AuditSink>) -> Result<Device, Error> {
+        let options = hash_options(&record.options)?;
+        let write_timeout = match record.options.get("write_timeout") {
+            Some(text) => parse_timeout(text).ok_or_else(|| Error::invalid("invalid write_timeout"))?,
+            None => DEFAULT_WRITE_TIMEOUT,
+        };
+        let stored: Option<ChainState> = self.view.get_json(&format!("{CHAIN_PREFIX}{}", record.path)).await?;
+        let last_hash = sink
+            .last_line_hash()
+            .or_else(|| stored.and_then(|s| decode_hash(&s.last_hash)))
+            .unwrap_or_else(genesis_hash);
+        let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let worker = Worker {
+            name: record.path.clone(),
+            sink,
+            prefix: record.options.get("prefix").map(|p| p.as_bytes().to_vec()).unwrap_or_default(),
+            last_hash,
+            write_timeout,
+            on_failure: self.on_failure.clone(),
+        };
+        tokio::spawn(worker.run(receiver));
+        Ok(Device { hasher: Hasher::new(&record.salt), record, options, write_timeout, jobs })
+    }
+
+    async fn save_chain(&self, path: &str, last: &[u8; 32]) -> Result<(), Error> {
+        self.view.put_json(&format!("{CHAIN_PREFIX}{path}"), &ChainState { last_hash: hex::encode(last) }).await
+    }
+
+    async fn persist(&self, devices: &[Arc<Device>]) -> Result<(), Error> {
+        let records: Vec<&DeviceRecord> = devices.iter().map(|d| &d.record).collect();
+        self.view.put_json(TABLE_PATH, &records).await
+    }
+
+    /// `PUT sys/audit/<path>`.
+    async fn enable(&self, path: &str, data: &Map<String, Value>) -> Result<(), Error> {
+        let _guard = self.changes.lock().await;
+        let kind = crate::engine::fields::string(data, "type")?.unwrap_or_default();
+        if kind.is_empty() {
+            return Err(Error::invalid("type is required"));
+        }
+        if self.snapshot().iter().any(|d| d.record.path == path) {
+            return Err(Error::invalid(format!("path already in use: {path}")));
+        }
+        let options = string_options(data)?;
+        validate_options(&options)?;
+    if let Some(text) = options.get("write_timeout") {
+        parse_timeout(text).ok_or_else(|| Error::invalid("invalid write_timeout"))?;
+    }
+        let record = DeviceRecord {
+            path: path.to_string(),
+            kind: kind.clone(),
+            description: crate::engine::fields::string(data, "description")?.unwrap_or_default(),
+            local: crate::engine::fields::boolean(data, "local")?.unwrap_or(false),
+            options,
+            salt: uuid::Uuid::new_v4().to_string(),
+        };
+        if self.factories.get(&kind).is_none() {
+            return Err(Error::invalid(format!("unknown backend type: {kind:?}")));
+        }
+        let sink = self.open_sink(&record).await.map_err(|m| Error::invalid(format!("sys/audit: {m}")))?;
+        // A re-enabled path starts a new chain (and a new salt).
+        self.view.delete(&format!("{CHAIN_PREFIX}{path}")).await?;
+        let device = Arc::new(self.start(record, sink).await?);
+        let mut devices: Vec<Arc<Device>> = self.snapshot().iter().cloned().collect();
+        devices.push(device);
+        self.persist(&devices).await?;
+        self.install(devices);
+        tracing::info!(device = %path, kind = %kind, "audit device enabled");
+        Ok(())
+    }
+
+    /// `DELETE sys/audit/<path>`: the device's task ends once its queue is written.
+    async fn disable(&self, path: &str) -> Result<(), Error> {
+        let _guard = self.changes.lock().await;
+        let devices: Vec<Arc<Device>> = self.snapshot().iter().filter(|d| d.record.path != path).cloned().collect();
+        if devices.len() == self.snapshot().len() {
+            return Ok(());
+        }
+        self.persist(&devices).await?;
+        self.install(devices);
+        self.view.delete(&format!("{CHAIN_PREFIX}{path}")).await?;
+        tracing::info!(device = %path, "audit device disabled");
+        Ok(())
+    }
+
+    fn listing(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for device in self.snapshot().iter() {
+            let r = &device.record;
+            out.insert(
+                r.path.clone(),
+                json!({ "type": r.kind, "description": r.description, "options": r.options, "local": r.local, "path": r.path }),
+            );
+        }
+        out
+    }
+
+    fn hash(&self, path: &str, input: &str) -> Result<String, Error> {
+        let devices = self.snapshot();
+        let device = devices
+            .iter()
+            .find(|d| d.record.path == path)
+            .ok_or_else(|| Error::invalid(format!("unknown audit backend {path}")))?;
+        Ok(device.hasher.hash(input))
+    }
+}
+
+impl crate::core::Core {
+    /// `sys/audit`, `sys/audit/<path>` and `sys/audit-hash/<path>`; `path` is relative to `sys/`.
+    pub(crate) async fn handle_audit(
+        &self,
+        state: &crate::core::State,
+        path: &str,
+        operation: crate::engine::Operation,
+        data: &Map<String, Value>,
+    ) -> Result<crate::request::Response, Error> {
+        use crate::engine::Operation;
+        let broker = &state.audit;
+        if let Some(rest) = path.strip_prefix("audit-hash/") {
+            if !operation.is_write() {
+                return Err(Error::UnsupportedOperation(format!("sys/{path}")));
+            }
+            let device = device_path(rest)?;
+            let input = crate::engine::fields::string(data, "input")?.unwrap_or_default();
+            let hash = broker.hash(&device, &input)?;
+            return Ok(crate::request::Response::with_data(crate::core::Core::data_map(json!({ "hash": hash }))));
+        }
+        let rest = path.strip_prefix("audit").unwrap_or_default().trim_start_matches('/');
+        if rest.is_empty() {
+            return match operation {
+                Operation::Read | Operation::List => Ok(crate::request::Response::with_data(broker.listing())),
+                _ => Err(Error::UnsupportedOperation("sys/audit".into())),
+            };
+        }
+        let device = device_path(rest)?;
+        match operation {
+            Operation::Create | Operation::Update => {
+                broker.enable(&device, data).await?;
+                Ok(crate::request::Response::default())
+            }
+            Operation::Delete => {
+                broker.disable(&device).await?;
+                Ok(crate::request::Response::default())
+            }
+            Operation::Read => {
+                let listing = broker.listing();
+                let entry = listing.get(&device).cloned().ok_or_else(Error::not_found)?;
+                Ok(crate::request::Response::with_data(crate::core::Core::data_map(entry)))
+            }
+            _ => Err(Error::UnsupportedOperation(format!("sys/{path}"))),
+        }
+    }
+
+    /// Reopens every audit device: the server calls this on SIGHUP (log rotation). The
+    /// chain continues into the new files. Returns the devices that could not be reopened.
+    pub async fn reopen_audit_devices(&self) -> Result<Vec<(String, String)>, Error> {
+        let state = self.state()?;
+        let failed = state.audit.reopen().await;
+        for (device, message) in &failed {
+            tracing::error!(%device, %message, "audit device could not be reopened");
+        }
+        Ok(failed)
+    }
+
+    /// Adds an audit device type (the server registers `socket`).
+    pub fn register_audit_factory(&self, kind: &str, factory: Arc<dyn AuditSinkFactory>) {
+        self.audit_factories.register(kind, factory);
+    }
+}
+
+/// A device path as Vault stores it: no leading slash, one trailing slash.
+fn device_path(raw: &str) -> Result<String, Error> {
+    let trimmed = raw.trim_matches('/');
+    if trimmed.is_empty()
+        || trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+        || !trimmed.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    {
+        return Err(Error::invalid(format!("invalid audit device path {raw:?}")));
+    }
+    Ok(format!("{trimmed}/"))
+}
+
+/// Options as strings (clients send booleans and numbers too).
+fn string_options(data: &Map<String, Value>) -> Result<BTreeMap<String, String>, Error> {
+    match data.get("options") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(map)) => Ok(map
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect()),
+        Some(_) => Err(Error::invalid("options must be a map")),
+    }
+}
+
+fn validate_options(options: &BTreeMap<String, String>) -> Result<(), Error> {
+    if let Some(format) = options.get("format") {
+        if !format.is_empty() && format != "json" {
+            return Err(Error::invalid(format!("unsupported audit format {format:?}: only json")));
+        }
+    }
+    if let Some(prefix) = options.get("prefix") {
+        if prefix.chars().any(char::is_control) {
+            return Err(Error::invalid("prefix cannot contain line breaks or control characters"));
+        }
+        if prefix.starts_with("#!") || prefix.contains("prev_hash") || prefix.len() > 256 {
+            return Err(Error::invalid("prefix is not allowed"));
+        }
+    }
+    hash_options(options)?;
+    Ok(())
+}
+
+fn hash_options(options: &BTreeMap<String, String>) -> Result<HashOptions, Error> {
+    Ok(HashOptions {
+        log_raw: flag(options, "log_raw", false)?,
+        hmac_accessor: flag(options, "hmac_accessor", true)?,
+        elide_list_responses: flag(options, "elide_list_responses", false)?,
+    })
+}
+
+fn flag(options: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool, Error> {
+    match options.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v.is_empty() => Ok(default),
+        Some(v) if matches!(v.as_str(), "true" | "1" | "t") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "f") => Ok(false),
+        Some(_) => Err(Error::invalid(format!("option {key} must be a boolean"))),
+    }
+}
+
+/// `write_timeout`: `"500ms"`, `"2s"` or whole seconds.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    match text.trim().strip_suffix("ms") {
+        Some(millis) => millis.trim().parse().ok().map(Duration::from_millis),
+        None => crate::duration::parse_seconds(text).map(Duration::from_secs),
+    }
+    .filter(|d| !d.is_zero())
+}
+
+fn decode_hash(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+/// A device whose destination could not be opened at unseal: every write fails.
+struct BrokenSink(String);
+
+#[async_trait::async_trait]
+impl AuditSink for BrokenSink {
+    async fn write(&mut self, _batch: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other(self.0.clone()))
+    }
+}
