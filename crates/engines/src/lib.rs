@@ -7,7 +7,9 @@
 //! policies and HTTP are the core's and the server's business; this crate never sees them.
 //! [`registry`] is the one entry point the core needs to mount these engines.
 
+pub mod auth;
 pub mod cubbyhole;
+pub mod database;
 pub mod kv;
 
 #[cfg(test)]
@@ -24,6 +26,12 @@ pub fn registry() -> EngineRegistry {
     registry.register("kv", kv::factory);
     registry.register("generic", kv::v1::factory);
     registry.register("cubbyhole", cubbyhole::factory);
+    registry.register("database", database::factory);
+    registry.register("userpass", auth::userpass::factory);
+    registry.register("approle", auth::approle::factory);
+    registry.register("jwt", auth::jwt::factory);
+    registry.register("oidc", auth::jwt::factory);
+    registry.register("kubernetes", auth::kubernetes::factory);
     registry
 }
 
