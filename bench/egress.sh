@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Egress proxy benchmark, side by side in one run (see shared reference/benchmarking.md):
+#   direct    wrk -> upstream
+#   ward      wrk -> ward agent egress proxy (injects Authorization) -> upstream
+#   nginx     wrk -> nginx (proxy_set_header Authorization, keepalive upstream) -> upstream
+# Throughput at 32 connections and median latency at 1 connection, interleaved rounds;
+# servers pinned to CPU 0 and wrk to CPU 1. Also the agent's RSS with 10 routes and
+# 10 templates. Usage: bench/egress.sh   (env: DURATION=10 ROUNDS=3)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+duration="${DURATION:-10}"
+rounds="${ROUNDS:-3}"
+
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+ward="${WARD_BIN:-$root/target/debug/ward}"
+[ -x "$ward" ] || (cd "$root" && cargo build -q -p ward --bin ward)
+(cd "$root" && cargo build -q --release -p ward-agent --examples)
+agent_bin="$root/target/release/examples/ward-agent"
+upstream_bin="$root/target/release/examples/egress_bench"
+
+wait_for() { for _ in $(seq 1 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "timeout: $2" >&2; cat "$1" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+taskset -c 0 "$ward" server -dev -dev-listen-address=127.0.0.1:0 >"$work/server.log" 2>&1 &
+pids+=($!)
+wait_for "$work/server.log" "Root Token:"
+addr="$(awk '/Api Address:/ {print $3}' "$work/server.log")"
+root_token="$(awk '/Root Token:/ {print $3}' "$work/server.log")"
+api() { curl -fsS -H "X-Vault-Token: $root_token" "$@" >/dev/null; }
+key="sk-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+api -X POST "$addr/v1/secret/data/bench/llm" -d "{\"data\":{\"api_key\":\"$key\"}}"
+for i in $(seq 0 9); do api -X POST "$addr/v1/secret/data/bench/t$i" -d "{\"data\":{\"user\":\"u$i\",\"password\":\"p$i-$key\"}}"; done
+printf '%s' "$root_token" >"$work/token"
+
+BENCH_KEY="$key" taskset -c 0 "$upstream_bin" "$work/upstream-port" &
+pids+=($!)
+wait_for "$work/upstream-port" "[0-9]"
+up_port="$(cat "$work/upstream-port")"
+
+# The agent: ten routes (r0 is measured) and ten templates.
+mkdir -p "$work/secrets"
+{
+  echo "vault { address = \"$addr\" }"
+  echo "auto_auth { method \"token_file\" { config { token_file_path = \"$work/token\" } } }"
+  for i in $(seq 0 9); do
+    echo "template {"
+    echo "  destination = \"t$i.txt\""
+    echo "  contents = \"{{ with secret \\\"secret/data/bench/t$i\\\" }}{{ .Data.data.user }}:{{ .Data.data.password }}{{ end }}\""
+    echo "}"
+  done
+  echo "egress {"
+  echo "  listener = \"127.0.0.1:0\""
+  for i in $(seq 0 9); do
+    echo "  route \"r$i\" {"
+    echo "    upstream = \"http://127.0.0.1:$up_port\""
+    echo "    credential = \"secret/data/bench/llm\""
+    echo "    inject { header = \"Authorization\"  value = \"Bearer {{ .Data.data.api_key }}\" }"
+    echo "    allow { methods = [\"POST\"]  paths = [\"/v1/chat/completions\"] }"
+    echo "  }"
+  done
+  echo "}"
+} >"$work/agent.hcl"
+WARD_LOG=info taskset -c 0 "$agent_bin" -config="$work/agent.hcl" -secrets-dir="$work/secrets" >"$work/agent.log" 2>&1 &
+agent_pid=$!
+pids+=($agent_pid)
+wait_for "$work/agent.log" "egress proxy listening"
+for i in $(seq 0 9); do for _ in $(seq 1 200); do [ -s "$work/secrets/t$i.txt" ] && break; sleep 0.05; done; done
+egress="$(grep -o 'egress proxy listening address=[0-9.:]*' "$work/agent.log" | sed 's/.*address=//')"
+until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$egress/r0/v1/chat/completions" -d '{}')" = 200 ]; do sleep 0.05; done
+rss_idle_kb="$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)"
+
+nginx_port="$(free_port)"
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log $work/nginx/access.log;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  upstream llm { server 127.0.0.1:$up_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location /r0/ {
+      proxy_pass http://llm/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $key";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+taskset -c 0 nginx -c "$work/nginx.conf" -p "$work/nginx" &
+pids+=($!)
+until curl -s -o /dev/null "http://127.0.0.1:$nginx_port/r0/v1/chat/completions"; do sleep 0.05; done
+
+body='{"model":"gpt-bench","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Summarise the benefits of short-lived credentials for AI agents in two sentences, please, and mention leases, renewal and revocation so that the prompt is realistic in size for a benchmark of a proxy."}],"max_tokens":64,"temperature":0,"stream":false,"user":"bench"}'
+cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$body]]
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+declare -A url=(
+  [direct]="http://127.0.0.1:$up_port/v1/chat/completions"
+  [ward]="http://$egress/r0/v1/chat/completions"
+  [nginx]="http://127.0.0.1:$nginx_port/r0/v1/chat/completions"
+)
+# The direct run sends the key itself, as the application would without a proxy.
+run() { # target connections -> "rps p50_us non2xx"
+  local extra=()
+  [ "$1" = direct ] && extra=(-H "Authorization: Bearer $key")
+  local out
+  out="$(taskset -c 1 wrk -t1 -c"$2" -d"${duration}s" --latency -s "$work/post.lua" "${extra[@]}" "${url[$1]}")"
+  local rps p50 non2xx
+  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p50="$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' <<<"$out")"
+  non2xx="$(awk '/Non-2xx/ {print $4}' <<<"$out")"
+  echo "$rps $p50 ${non2xx:-0}"
+}
+
+echo "load: $(cat /proc/loadavg)"
+declare -A rps p50 errs
+for round in $(seq 1 "$rounds"); do
+  for target in direct ward nginx; do
+    read -r r _ e <<<"$(run "$target" 32)"
+    read -r _ l e1 <<<"$(run "$target" 1)"
+    rps[$target]+="$r "; p50[$target]+="$l "; errs[$target]=$(( ${errs[$target]:-0} + ${e:-0} + ${e1:-0} ))
+    echo "round $round $target: c32 ${r} req/s, c1 p50 ${l} us"
+  done
+done
+rss_after_kb="$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)"
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+python3 - "$(median "${rps[direct]}")" "$(median "${rps[ward]}")" "$(median "${rps[nginx]}")" \
+  "$(median "${p50[direct]}")" "$(median "${p50[ward]}")" "$(median "${p50[nginx]}")" \
+  "${errs[direct]}" "${errs[ward]}" "${errs[nginx]}" "$rss_idle_kb" "$rss_after_kb" "$duration" "$rounds" <<'PY'
+import sys
+d_rps, w_rps, n_rps, d_p50, w_p50, n_p50 = map(float, sys.argv[1:7])
+e_d, e_w, e_n = sys.argv[7:10]
+rss_idle, rss_after = int(sys.argv[10]), int(sys.argv[11])
+w_add, n_add = w_p50 - d_p50, n_p50 - d_p50
+print(f"\nmedian of {sys.argv[13]} rounds, {sys.argv[12]} s each; servers on CPU 0, wrk on CPU 1; POST 433-byte JSON")
+print(f"{'':8} {'c=32 req/s':>12} {'c=1 p50 us':>12} {'added p50 us':>13} {'non-2xx':>8}")
+print(f"{'direct':8} {d_rps:12.0f} {d_p50:12.0f} {'':>13} {e_d:>8}")
+print(f"{'ward':8} {w_rps:12.0f} {w_p50:12.0f} {w_add:13.0f} {e_w:>8}")
+print(f"{'nginx':8} {n_rps:12.0f} {n_p50:12.0f} {n_add:13.0f} {e_n:>8}")
+print(f"throughput ward/nginx = {w_rps/n_rps:.2f} (target >= 1.0); ward/direct = {w_rps/d_rps:.2f}; nginx/direct = {n_rps/d_rps:.2f}")
+print(f"added p50 ward/nginx = {w_add/n_add:.2f} (target <= 1.2)" if n_add > 0 else "added p50: nginx adds nothing measurable")
+print(f"agent RSS with 10 routes + 10 templates: {rss_idle/1024:.1f} MiB idle, {rss_after/1024:.1f} MiB after the load (target < 20 MiB)")
+PY
