@@ -287,13 +287,15 @@ def test_cubbyhole_is_private_to_each_token(client, client_for):
 
 
 def test_cubbyhole_goes_with_its_token(client, client_for):
-    auth = client.auth.token.create(policies=["default"], ttl="10m")["auth"]
+    # A custom id (no '.', as Vault requires of chosen ids) so it can be chosen again below.
+    chosen = unique("cubby-owner").replace(".", "-")
+    auth = client.auth.token.create(id=chosen, policies=["default"], ttl="10m")["auth"]
     owner = client_for(auth["client_token"])
     owner.write_data("cubbyhole/temp", data={"v": "1"})
 
     client.auth.token.revoke(auth["client_token"])
     # A token created later never sees it, even one with a chosen id equal to the old one.
-    reborn = client.auth.token.create(id=auth["client_token"], policies=["default"], ttl="10m")["auth"]["client_token"]
+    reborn = client.auth.token.create(id=chosen, policies=["default"], ttl="10m")["auth"]["client_token"]
 
     assert client_for(reborn).read("cubbyhole/temp") is None
 
