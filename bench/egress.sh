@@ -65,12 +65,12 @@ mkdir -p "$work/secrets"
   done
   echo "}"
 } >"$work/agent.hcl"
-WARD_LOG=info taskset -c 0 "$agent_bin" -config="$work/agent.hcl" -secrets-dir="$work/secrets" >"$work/agent.log" 2>&1 &
+WARD_LOG=${BENCH_AGENT_LOG:-info} taskset -c 0 "$agent_bin" -config="$work/agent.hcl" -secrets-dir="$work/secrets" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 pids+=($agent_pid)
-wait_for "$work/agent.log" "egress proxy listening"
+wait_for "$work/agent.log" "Egress Listener:"
 for i in $(seq 0 9); do for _ in $(seq 1 200); do [ -s "$work/secrets/t$i.txt" ] && break; sleep 0.05; done; done
-egress="$(grep -o 'egress proxy listening address=[0-9.:]*' "$work/agent.log" | sed 's/.*address=//')"
+egress="$(awk '/Egress Listener:/ {sub("http://", "", $3); print $3}' "$work/agent.log")"
 until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$egress/r0/v1/chat/completions" -d '{}')" = 200 ]; do sleep 0.05; done
 rss_idle_kb="$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)"
 

@@ -1,0 +1,1010 @@
+//! The egress credential proxy: `http://127.0.0.1:8100/<route>/<path>` → `<upstream>/<path>`
+//! with the route's credential injected, so the agent application never holds the key.
+//!
+//! Per request, in order: request-smuggling checks (both `Content-Length` and
+//! `Transfer-Encoding` → 400; hyper itself rejects conflicting lengths and bad chunking), route
+//! lookup, path normalisation (no `.`/`..` segments, raw or percent-encoded), the allow lists
+//! (methods, path globs, hosts → 403), the token-bucket rate limit (→ 429 with `Retry-After`),
+//! the body limit (→ 413), and the credential's state (not ready, withdrawn or expired → 503).
+//! The client's own `Authorization`, `x-api-key` and `Proxy-Authorization` headers are removed,
+//! as are hop-by-hop headers; the credential is added as a header or query parameter.
+//!
+//! Responses stream through unbuffered (server-sent events and chunked bodies arrive as they
+//! are sent), WebSocket upgrades are joined end to end, and the injected value is scrubbed from
+//! response headers and from the bodies of error responses (status ≥ 400, up to 1 MiB). The
+//! credential lives in memory only, as [`SecretString`]s rendered from the secret cache, and is
+//! rebuilt whenever the cache publishes a new value. Each call is counted and logged once with
+//! route, method, path, status and duration (time to response headers), never the key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{EgressConfig, InjectTarget, RateLimit, RouteConfig};
+use crate::http_util::{self, BoxError, ProxyBody, UpstreamClient};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::secret::SecretString;
+use crate::secrets::{SecretManager, SecretState};
+use crate::template::{Lookup, RenderOptions, SecretKey, SecretSource, Template};
+use crate::tls::TlsOptions;
+
+/// The largest error body scanned for the key.
+const MAX_SCRUB_BYTES: usize = 1024 * 1024;
+/// The header a client uses to pick an allowed upstream host other than the route's own.
+pub const UPSTREAM_HOST_HEADER: &str = "x-ward-upstream-host";
+const REDACTED: &str = "[REDACTED]";
+
+/// The running proxy: its routes and the shared upstream client.
+pub struct EgressProxy {
+    routes: HashMap<String, Arc<Route>>,
+}
+
+/// Why the proxy could not be set up.
+#[derive(Debug)]
+pub struct EgressError(pub String);
+
+impl std::fmt::Display for EgressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EgressError {}
+
+/// The credential a route injects, rendered from its secret.
+struct Credential {
+    values: Vec<(InjectTarget, SecretString)>,
+    /// Every string to scrub from what the upstream sends back.
+    scrub: Vec<SecretString>,
+    expires_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("values", &self.values.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum CredentialState {
+    /// The route injects nothing.
+    None,
+    Pending,
+    Ready(Arc<Credential>),
+    Unavailable(&'static str),
+}
+
+struct Route {
+    config: RouteConfig,
+    client: UpstreamClient,
+    /// Scheme and authority of the upstream, and its base path without a trailing `/`.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    base_path: String,
+    credential: watch::Receiver<CredentialState>,
+    limiter: Option<TokenBucket>,
+    metrics: Arc<RouteMetrics>,
+}
+
+impl EgressProxy {
+    /// Builds the routes and starts one credential task per route.
+    pub fn new(
+        config: &EgressConfig,
+        manager: Option<&SecretManager>,
+        metrics: &Metrics,
+    ) -> Result<EgressProxy, EgressError> {
+        let shared_client = http_util::upstream_client(TlsOptions {
+            ca_cert: None,
+            danger_skip_verify: false,
+            http2: true,
+        })
+        .map_err(|error| EgressError(error.to_string()))?;
+        let mut routes = HashMap::new();
+        for route_config in &config.routes {
+            let client = match &route_config.ca_cert {
+                Some(ca) => http_util::upstream_client(TlsOptions {
+                    ca_cert: Some(ca),
+                    danger_skip_verify: false,
+                    http2: true,
+                })
+                .map_err(|error| EgressError(format!("route {}: {error}", route_config.name)))?,
+                None => shared_client.clone(),
+            };
+            let parts = route_config.upstream.clone().into_parts();
+            let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+                return Err(EgressError(format!(
+                    "route {}: upstream needs a scheme and host",
+                    route_config.name
+                )));
+            };
+            let base_path = parts
+                .path_and_query
+                .map(|path| path.path().trim_end_matches('/').to_owned())
+                .unwrap_or_default();
+            let credential = credential_receiver(route_config, manager)?;
+            routes.insert(
+                route_config.name.clone(),
+                Arc::new(Route {
+                    config: route_config.clone(),
+                    client,
+                    scheme,
+                    authority,
+                    base_path,
+                    credential,
+                    limiter: route_config.rate_limit.map(TokenBucket::new),
+                    metrics: metrics.register_route(&route_config.name),
+                }),
+            );
+        }
+        Ok(EgressProxy { routes })
+    }
+
+    /// Handles one request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (route_name, response) = self.dispatch(request).await;
+        let status = response.status().as_u16();
+        let elapsed = start.elapsed();
+        if let Some(route) = route_name.as_ref().and_then(|name| self.routes.get(name)) {
+            route.metrics.record_status(status);
+            route
+                .metrics
+                .duration_micros
+                .add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+        }
+        tracing::info!(
+            target: "ward_agent::egress",
+            route = route_name.as_deref().unwrap_or("-"),
+            method = %method,
+            path = %path,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "egress call"
+        );
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> (Option<String>, Response<ProxyBody>) {
+        // Request smuggling. On HTTP/1.1 hyper already refuses conflicting lengths and
+        // non-chunked transfer codings, and for `Content-Length` with `Transfer-Encoding` it
+        // frames by the latter, drops the length and closes the connection after answering
+        // (RFC 9112 §6.1). These checks are the second fence, for whatever reaches us with
+        // both headers still present.
+        let headers = request.headers();
+        if headers.contains_key(header::CONTENT_LENGTH)
+            && headers.contains_key(header::TRANSFER_ENCODING)
+        {
+            return (
+                None,
+                http_util::json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "both Content-Length and Transfer-Encoding are set",
+                ),
+            );
+        }
+        if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+            return (
+                None,
+                http_util::json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "more than one Content-Length",
+                ),
+            );
+        }
+        let full_path = request.uri().path();
+        let trimmed = full_path.strip_prefix('/').unwrap_or(full_path);
+        let (name, rest) = match trimmed.split_once('/') {
+            Some((name, rest)) => (name, format!("/{rest}")),
+            None => (trimmed, "/".to_owned()),
+        };
+        if !crate::config::valid_route_name(name) {
+            return (
+                None,
+                http_util::json_error(StatusCode::BAD_REQUEST, "bad_route", "invalid route name"),
+            );
+        }
+        let Some(route) = self.routes.get(name).cloned() else {
+            return (
+                None,
+                http_util::json_error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_route",
+                    &format!("no egress route named `{name}`"),
+                ),
+            );
+        };
+        let route_name = Some(route.config.name.clone());
+        if !path_is_clean(&rest) {
+            return (
+                route_name,
+                http_util::json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    "path contains `.` or `..` segments",
+                ),
+            );
+        }
+        // Allow lists.
+        let allow = &route.config.allow;
+        if !allow.methods.is_empty() && !allow.methods.contains(request.method()) {
+            route.metrics.denied.inc();
+            tracing::warn!(route = %route.config.name, method = %request.method(), path = %rest, "egress call denied: method not allowed");
+            return (
+                route_name,
+                http_util::json_error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    &format!(
+                        "method {} is not allowed on route {}",
+                        request.method(),
+                        route.config.name
+                    ),
+                ),
+            );
+        }
+        if !allow.paths.is_empty() && !allow.paths.iter().any(|pattern| glob_match(pattern, &rest))
+        {
+            route.metrics.denied.inc();
+            tracing::warn!(route = %route.config.name, method = %request.method(), path = %rest, "egress call denied: path not allowed");
+            return (
+                route_name,
+                http_util::json_error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    &format!("path {rest} is not allowed on route {}", route.config.name),
+                ),
+            );
+        }
+        let authority = match request.headers().get(UPSTREAM_HOST_HEADER) {
+            None => route.authority.clone(),
+            Some(value) => {
+                let host = value.to_str().unwrap_or_default().to_ascii_lowercase();
+                let permitted = allow.hosts.iter().any(|pattern| glob_match(pattern, &host));
+                match (permitted, host.parse::<http::uri::Authority>()) {
+                    (true, Ok(authority)) => authority,
+                    _ => {
+                        route.metrics.denied.inc();
+                        tracing::warn!(route = %route.config.name, host = %host, "egress call denied: host not allowed");
+                        return (
+                            route_name,
+                            http_util::json_error(
+                                StatusCode::FORBIDDEN,
+                                "forbidden",
+                                "upstream host is not allowed on this route",
+                            ),
+                        );
+                    }
+                }
+            }
+        };
+        if let Some(limiter) = &route.limiter {
+            if let Err(retry_after) = limiter.try_acquire(Instant::now()) {
+                route.metrics.rate_limited.inc();
+                let mut response = http_util::json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &format!(
+                        "route {} allows {} requests per {}s",
+                        route.config.name,
+                        limiter.limit.requests,
+                        limiter.limit.per.as_secs()
+                    ),
+                );
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                return (route_name, response);
+            }
+        }
+        let max_body = route.config.max_body_bytes;
+        let declared_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > max_body) {
+            route.metrics.too_large.inc();
+            return (
+                route_name,
+                http_util::json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    &format!("request body exceeds {max_body} bytes"),
+                ),
+            );
+        }
+        let credential = match &*route.credential.borrow() {
+            CredentialState::None => None,
+            CredentialState::Ready(credential)
+                if credential
+                    .expires_at
+                    .is_none_or(|expiry| Instant::now() < expiry) =>
+            {
+                Some(Arc::clone(credential))
+            }
+            CredentialState::Ready(_) => {
+                route.metrics.unavailable.inc();
+                return (
+                    route_name,
+                    http_util::json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "credential_unavailable",
+                        "the route's credential expired and was withdrawn",
+                    ),
+                );
+            }
+            CredentialState::Pending => {
+                route.metrics.unavailable.inc();
+                return (
+                    route_name,
+                    http_util::json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "credential_unavailable",
+                        "the route's credential is not available yet",
+                    ),
+                );
+            }
+            CredentialState::Unavailable(reason) => {
+                route.metrics.unavailable.inc();
+                return (
+                    route_name,
+                    http_util::json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "credential_unavailable",
+                        reason,
+                    ),
+                );
+            }
+        };
+        // Build the upstream request.
+        let upgrade = http_util::is_upgrade(&request);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let query = build_query(parts.uri.query(), credential.as_deref());
+        let path_and_query = match query {
+            Some(query) => format!("{}{}?{}", route.base_path, rest, query),
+            None => format!("{}{}", route.base_path, rest),
+        };
+        let uri = match Uri::builder()
+            .scheme(route.scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(_) => {
+                return (
+                    route_name,
+                    http_util::json_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_path",
+                        "invalid request path",
+                    ),
+                )
+            }
+        };
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        let headers = &mut parts.headers;
+        http_util::strip_hop_by_hop(headers, upgrade);
+        headers.remove(header::AUTHORIZATION);
+        headers.remove("x-api-key");
+        headers.remove(UPSTREAM_HOST_HEADER);
+        headers.remove(header::HOST);
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(header::HOST, host);
+        }
+        if let Some(credential) = &credential {
+            for (target, value) in &credential.values {
+                if let InjectTarget::Header(name) = target {
+                    headers.remove(name);
+                    match HeaderValue::from_str(value.expose()) {
+                        Ok(mut header_value) => {
+                            header_value.set_sensitive(true);
+                            headers.append(name.clone(), header_value);
+                        }
+                        Err(_) => {
+                            route.metrics.unavailable.inc();
+                            return (
+                                route_name,
+                                http_util::json_error(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "credential_unavailable",
+                                    "the route's credential is not a valid header value",
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let limited = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+        let upstream_request =
+            Request::from_parts(parts, limited.map_err(BoxError::from).boxed_unsync());
+        let mut response = match route.client.request(upstream_request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if http_util::has_source::<http_body_util::LengthLimitError>(&error) {
+                    route.metrics.too_large.inc();
+                    return (
+                        route_name,
+                        http_util::json_error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_large",
+                            &format!("request body exceeds {max_body} bytes"),
+                        ),
+                    );
+                }
+                route.metrics.upstream_errors.inc();
+                let detail = http_util::error_chain(&error);
+                tracing::warn!(route = %route.config.name, error = %detail, "upstream unreachable");
+                return (
+                    route_name,
+                    http_util::json_error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        &format!(
+                            "could not reach the upstream of route {}",
+                            route.config.name
+                        ),
+                    ),
+                );
+            }
+        };
+        let status = response.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                let route_label = route.config.name.clone();
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client_io, upstream_io)) => {
+                            let mut client_io = TokioIo::new(client_io);
+                            let mut upstream_io = TokioIo::new(upstream_io);
+                            let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io)
+                                .await;
+                        }
+                        Err(error) => {
+                            tracing::debug!(route = %route_label, %error, "upgrade failed")
+                        }
+                    }
+                });
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        http_util::strip_hop_by_hop(
+            &mut parts.headers,
+            status == StatusCode::SWITCHING_PROTOCOLS,
+        );
+        let scrub = credential
+            .as_ref()
+            .map(|credential| credential.scrub.as_slice())
+            .unwrap_or(&[]);
+        if !scrub.is_empty() {
+            scrub_headers(&mut parts.headers, scrub);
+        }
+        if status.as_u16() >= 400 && !scrub.is_empty() {
+            let collected = Limited::new(body, MAX_SCRUB_BYTES).collect().await;
+            let bytes = match collected {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    return (
+                        route_name,
+                        http_util::json_error(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_error",
+                            "the upstream's error response was too large or broken",
+                        ),
+                    );
+                }
+            };
+            let cleaned = scrub_bytes(&bytes, scrub);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(cleaned.len()));
+            return (
+                route_name,
+                Response::from_parts(parts, http_util::full(cleaned)),
+            );
+        }
+        (
+            route_name,
+            Response::from_parts(parts, http_util::stream(body)),
+        )
+    }
+}
+
+/// Follows the route's secret in the cache and keeps a rendered credential ready.
+fn credential_receiver(
+    config: &RouteConfig,
+    manager: Option<&SecretManager>,
+) -> Result<watch::Receiver<CredentialState>, EgressError> {
+    let Some(path) = &config.credential else {
+        let (_sender, receiver) = watch::channel(CredentialState::None);
+        return Ok(receiver);
+    };
+    let Some(manager) = manager else {
+        return Err(EgressError(format!(
+            "route {} has a credential but there is no auto_auth to read it with",
+            config.name
+        )));
+    };
+    let mut templates = Vec::new();
+    for inject in &config.inject {
+        let template = Template::parse(&inject.value, "{{", "}}")
+            .map_err(|error| EgressError(format!("route {} inject value: {error}", config.name)))?;
+        templates.push((inject.target.clone(), inject.basic_auth, template));
+    }
+    let key = SecretKey {
+        path: path.trim_matches('/').to_owned(),
+        params: Vec::new(),
+    };
+    let mut secret = manager.subscribe(&key);
+    let (sender, receiver) = watch::channel(CredentialState::Pending);
+    let route_name = config.name.clone();
+    tokio::spawn(async move {
+        loop {
+            let state = secret.borrow_and_update().clone();
+            let next = match state {
+                SecretState::Pending => CredentialState::Pending,
+                SecretState::Missing => {
+                    CredentialState::Unavailable("the route's credential secret does not exist")
+                }
+                SecretState::Withdrawn => {
+                    CredentialState::Unavailable("the route's credential expired and was withdrawn")
+                }
+                SecretState::Ready(value) => match render_credential(&templates, &value.view) {
+                    Ok(values) => {
+                        let scrub = scrub_list(&values, &value.view);
+                        CredentialState::Ready(Arc::new(Credential {
+                            values,
+                            scrub,
+                            expires_at: value.expires_at,
+                        }))
+                    }
+                    Err(error) => {
+                        tracing::error!(route = %route_name, %error, "rendering the route's credential failed");
+                        CredentialState::Unavailable("the route's credential could not be rendered")
+                    }
+                },
+            };
+            sender.send_replace(next);
+            if secret.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn lookup(&mut self, _key: &SecretKey) -> Lookup {
+        Lookup::Missing
+    }
+}
+
+fn render_credential(
+    templates: &[(InjectTarget, bool, Template)],
+    view: &Value,
+) -> Result<Vec<(InjectTarget, SecretString)>, String> {
+    let mut values = Vec::new();
+    for (target, basic, template) in templates {
+        let rendered = template
+            .render_with_dot(
+                &mut NoSecrets,
+                RenderOptions {
+                    error_on_missing_key: true,
+                },
+                view.clone(),
+            )
+            .map_err(|error| error.to_string())?;
+        let text = SecretString::from(rendered.text);
+        if text.is_empty() {
+            return Err("the rendered value is empty".into());
+        }
+        let value = if *basic {
+            SecretString::from(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(text.expose())
+            ))
+        } else {
+            text
+        };
+        values.push((target.clone(), value));
+    }
+    Ok(values)
+}
+
+/// The strings to scrub: each injected value, and each secret string (8+ characters) that
+/// went into one, in its plain and base64 forms.
+fn scrub_list(values: &[(InjectTarget, SecretString)], view: &Value) -> Vec<SecretString> {
+    let mut leaves = Vec::new();
+    collect_strings(view.get("Data").unwrap_or(&Value::Null), &mut leaves);
+    let mut scrub: Vec<SecretString> = Vec::new();
+    for (_, value) in values {
+        scrub.push(value.clone());
+        for leaf in &leaves {
+            if leaf.len() >= 8 && value.expose().contains(leaf.as_str()) {
+                scrub.push(SecretString::new(leaf.as_str()));
+            }
+        }
+        if let Some(basic) = value.expose().strip_prefix("Basic ") {
+            scrub.push(SecretString::new(basic));
+        }
+    }
+    // Longest first, so a value is replaced before a part of it.
+    scrub.sort_by_key(|value| std::cmp::Reverse(value.expose().len()));
+    scrub.dedup();
+    scrub
+}
+
+fn collect_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(text) => out.push(text.clone()),
+        Value::Array(list) => list.iter().for_each(|item| collect_strings(item, out)),
+        Value::Object(map) => map.values().for_each(|item| collect_strings(item, out)),
+        _ => {}
+    }
+}
+
+fn scrub_headers(headers: &mut http::HeaderMap, scrub: &[SecretString]) {
+    let names: Vec<HeaderName> = headers.keys().cloned().collect();
+    for name in names {
+        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        if !values
+            .iter()
+            .any(|value| contains_any(value.as_bytes(), scrub))
+        {
+            continue;
+        }
+        headers.remove(&name);
+        for value in values {
+            let cleaned = scrub_bytes(value.as_bytes(), scrub);
+            if let Ok(value) = HeaderValue::from_bytes(&cleaned) {
+                headers.append(name.clone(), value);
+            }
+        }
+    }
+}
+
+fn contains_any(haystack: &[u8], scrub: &[SecretString]) -> bool {
+    scrub
+        .iter()
+        .any(|needle| find(haystack, needle.expose().as_bytes()).is_some())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Replaces every occurrence of each scrub string with `[REDACTED]`.
+fn scrub_bytes(input: &[u8], scrub: &[SecretString]) -> Bytes {
+    let mut current = input.to_vec();
+    for needle in scrub {
+        let needle = needle.expose().as_bytes();
+        if needle.is_empty() {
+            continue;
+        }
+        let mut out = Vec::with_capacity(current.len());
+        let mut rest = current.as_slice();
+        while let Some(position) = find(rest, needle) {
+            out.extend_from_slice(&rest[..position]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            rest = &rest[position + needle.len()..];
+        }
+        out.extend_from_slice(rest);
+        current = out;
+    }
+    Bytes::from(current)
+}
+
+/// The client's query with any parameter the route injects removed, and the injected ones
+/// appended.
+fn build_query(client_query: Option<&str>, credential: Option<&Credential>) -> Option<String> {
+    let injected: Vec<(&str, &str)> = credential
+        .map(|credential| {
+            credential
+                .values
+                .iter()
+                .filter_map(|(target, value)| match target {
+                    InjectTarget::Query(name) => Some((name.as_str(), value.expose())),
+                    InjectTarget::Header(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if injected.is_empty() {
+        return client_query.map(str::to_owned);
+    }
+    let mut parts: Vec<String> = client_query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|part| !part.is_empty())
+        .filter(|part| {
+            let name = part.split('=').next().unwrap_or_default();
+            !injected
+                .iter()
+                .any(|(injected_name, _)| percent_decode(name) == *injected_name)
+        })
+        .map(str::to_owned)
+        .collect();
+    for (name, value) in injected {
+        parts.push(format!(
+            "{}={}",
+            percent_encode(name),
+            percent_encode(value)
+        ));
+    }
+    Some(parts.join("&"))
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'%' && index + 2 < bytes.len() {
+            let high = char::from(bytes[index + 1]).to_digit(16);
+            let low = char::from(bytes[index + 2]).to_digit(16);
+            if let (Some(high), Some(low)) = (high, low) {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                index += 3;
+                continue;
+            }
+        }
+        out.push(if byte == b'+' { b' ' } else { byte });
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Refuses `.` and `..` segments (also percent-encoded), encoded slashes and backslashes, and
+/// empty segments, so the path the allow list saw is the path the upstream gets.
+fn path_is_clean(path: &str) -> bool {
+    let lowered = path.to_ascii_lowercase();
+    if lowered.contains("%2f")
+        || lowered.contains("%5c")
+        || lowered.contains("%00")
+        || path.contains('\\')
+    {
+        return false;
+    }
+    let decoded = lowered.replace("%2e", ".");
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    segments.iter().enumerate().all(|(index, segment)| {
+        *segment != "." && *segment != ".." && (!segment.is_empty() || index == last)
+    })
+}
+
+/// Glob matching for allow lists: `*` matches within one path segment (no `/`), `**` matches
+/// across segments, `?` one character. Dynamic programming: linear in pattern × text.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    // Tokens: Char(c), Any (?), Star (*), DoubleStar (**).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Token {
+        Char(char),
+        Any,
+        Star,
+        DoubleStar,
+    }
+    let mut tokens = Vec::new();
+    let mut index = 0;
+    while index < pattern.len() {
+        match pattern[index] {
+            '*' if pattern.get(index + 1) == Some(&'*') => {
+                tokens.push(Token::DoubleStar);
+                index += 2;
+            }
+            '*' => {
+                tokens.push(Token::Star);
+                index += 1;
+            }
+            '?' => {
+                tokens.push(Token::Any);
+                index += 1;
+            }
+            c => {
+                tokens.push(Token::Char(c));
+                index += 1;
+            }
+        }
+    }
+    // matches[j] = tokens[..i] matches text[..j]
+    let mut previous = vec![false; text.len() + 1];
+    previous[0] = true;
+    for token in &tokens {
+        let mut current = vec![false; text.len() + 1];
+        match token {
+            Token::Star | Token::DoubleStar => {
+                current[0] = previous[0];
+                for j in 1..=text.len() {
+                    let can_extend = *token == Token::DoubleStar || text[j - 1] != '/';
+                    current[j] = previous[j] || (can_extend && current[j - 1]);
+                }
+            }
+            Token::Any => {
+                for j in 1..=text.len() {
+                    current[j] = previous[j - 1] && text[j - 1] != '/';
+                }
+            }
+            Token::Char(c) => {
+                for j in 1..=text.len() {
+                    current[j] = previous[j - 1] && text[j - 1] == *c;
+                }
+            }
+        }
+        previous = current;
+    }
+    previous[text.len()]
+}
+
+/// A token bucket: `requests` tokens, refilled continuously over `per`.
+struct TokenBucket {
+    limit: RateLimit,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    fn new(limit: RateLimit) -> TokenBucket {
+        TokenBucket {
+            limit,
+            state: Mutex::new((f64::from(limit.requests), Instant::now())),
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn try_acquire(&self, now: Instant) -> Result<(), Duration> {
+        let capacity = f64::from(self.limit.requests);
+        let rate = capacity / self.limit.per.as_secs_f64();
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
+        state.0 = (state.0 + elapsed * rate).min(capacity);
+        state.1 = now;
+        if state.0 >= 1.0 {
+            state.0 -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - state.0) / rate))
+        }
+    }
+}
+
+/// Binds the egress listener and serves until shutdown.
+pub async fn serve(
+    proxy: Arc<EgressProxy>,
+    listener: tokio::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+) {
+    http_util::accept_tcp(listener, None, shutdown, move |request| {
+        let proxy = Arc::clone(&proxy);
+        async move { proxy.handle(request).await }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let cases = [
+            ("/v1/chat/completions", "/v1/chat/completions", true),
+            ("/v1/chat/completions", "/v1/chat/completions/x", false),
+            ("/v1/*", "/v1/models", true),
+            ("/v1/*", "/v1/models/x", false),
+            ("/v1/**", "/v1/models/x", true),
+            ("/v1/*/completions", "/v1/chat/completions", true),
+            ("/v?/x", "/v1/x", true),
+            ("*.openai.azure.com", "me.openai.azure.com", true),
+            ("*.openai.azure.com", "evil.com", false),
+        ];
+        for (pattern, text, expected) in cases {
+            assert_eq!(glob_match(pattern, text), expected, "{pattern} {text}");
+        }
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert!(path_is_clean("/v1/chat/completions"));
+        assert!(path_is_clean("/"));
+        assert!(!path_is_clean("/v1/../admin"));
+        assert!(!path_is_clean("/v1/%2e%2e/admin"));
+        assert!(!path_is_clean("/v1/%2E./admin"));
+        assert!(!path_is_clean("/v1/./x"));
+        assert!(!path_is_clean("/v1%2fadmin"));
+        assert!(!path_is_clean("/v1//x"));
+    }
+
+    #[test]
+    fn bucket_refills() {
+        let bucket = TokenBucket::new(RateLimit {
+            requests: 2,
+            per: Duration::from_secs(1),
+        });
+        let now = Instant::now();
+        assert!(bucket.try_acquire(now).is_ok());
+        assert!(bucket.try_acquire(now).is_ok());
+        let wait = bucket.try_acquire(now).expect_err("empty");
+        assert!(wait <= Duration::from_millis(500));
+        assert!(bucket.try_acquire(now + Duration::from_millis(500)).is_ok());
+    }
+
+    #[test]
+    fn scrubbing_and_queries() {
+        let scrub = vec![
+            SecretString::new("Bearer sk-secret-123"),
+            SecretString::new("sk-secret-123"),
+        ];
+        let cleaned = scrub_bytes(
+            b"{\"echo\":\"Bearer sk-secret-123\", \"k\":\"sk-secret-123\"}",
+            &scrub,
+        );
+        assert_eq!(
+            &cleaned[..],
+            b"{\"echo\":\"[REDACTED]\", \"k\":\"[REDACTED]\"}"
+        );
+        let credential = Credential {
+            values: vec![(
+                InjectTarget::Query("key".into()),
+                SecretString::new("a b&c"),
+            )],
+            scrub: vec![],
+            expires_at: None,
+        };
+        assert_eq!(
+            build_query(Some("q=1&key=client"), Some(&credential)).as_deref(),
+            Some("q=1&key=a%20b%26c")
+        );
+        assert_eq!(build_query(Some("q=1"), None).as_deref(), Some("q=1"));
+    }
+}

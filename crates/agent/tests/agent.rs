@@ -1,0 +1,1186 @@
+//! End-to-end tests of the agent on loopback: a real agent (in-process, real sockets), a fake
+//! Vault server steered per test, and an HTTP/HTTPS upstream that records what it receives.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, fixture, raw_request, start_agent, FakeVault, Upstream};
+
+const WAIT: Duration = Duration::from_secs(10);
+const API_KEY: &str = "sk-test-0123456789abcdef";
+
+fn token_file(dir: &Path, token: &str) -> String {
+    let path = dir.join("token");
+    std::fs::write(&path, token).expect("write token");
+    path.display().to_string()
+}
+
+/// A config with token_file auto-auth against `vault`, plus `extra` blocks.
+fn config(vault: &FakeVault, dir: &Path, extra: &str) -> String {
+    vault.add_token("agent-token", 3600, true);
+    format!(
+        r#"
+vault {{ address = "{address}" }}
+auto_auth {{
+  method "token_file" {{ config {{ token_file_path = "{token}" }} }}
+}}
+{extra}
+"#,
+        address = vault.address(),
+        token = token_file(dir, "agent-token"),
+    )
+}
+
+fn egress_config(upstream: &Upstream, routes: &str) -> String {
+    format!(
+        r#"
+egress {{
+  listener = "127.0.0.1:0"
+  {routes}
+}}
+"#
+    )
+    .replace("UPSTREAM", &upstream.url())
+    .replace("CA", &fixture("ca.pem").display().to_string())
+}
+
+async fn egress_agent(
+    upstream: &Upstream,
+    routes: &str,
+) -> (
+    FakeVault,
+    tempfile::TempDir,
+    ward_agent::RunningAgent,
+    String,
+) {
+    let vault = FakeVault::start().await;
+    vault.put_kv(
+        "agents/openai",
+        json!({"api_key": API_KEY, "user": "svc-user", "password": "p4ssw0rd-long"}),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(&vault, dir.path(), &egress_config(upstream, routes));
+    let agent = start_agent(&text, dir.path()).await;
+    let base = format!("http://{}", agent.egress_address.expect("egress listener"));
+    (vault, dir, agent, base)
+}
+
+/// Waits until the route's credential is ready (the proxy answers something other than 503).
+async fn wait_ready(base: &str, path: &str) {
+    let client = support::http_client();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let response = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("request");
+        if response.status() != 503 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "credential never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const OPENAI_ROUTE: &str = r#"
+  route "openai" {
+    upstream = "UPSTREAM"
+    ca_cert = "CA"
+    credential = "secret/data/agents/openai"
+    inject { header = "Authorization"  value = "Bearer {{ .Data.data.api_key }}" }
+    allow { methods = ["GET", "POST"]  paths = ["/v1/**"] }
+  }
+"#;
+
+#[tokio::test]
+async fn egress_injects_bearer_over_https_and_strips_client_credentials() {
+    let upstream = Upstream::start_https().await;
+    let (_vault, _dir, _agent, base) = egress_agent(&upstream, OPENAI_ROUTE).await;
+    wait_ready(&base, "/openai/v1/models").await;
+    let client = support::http_client();
+    let response = client
+        .post(format!("{base}/openai/v1/chat/completions?x=1"))
+        .header("Authorization", "Bearer client-supplied")
+        .header("x-api-key", "client-key")
+        .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+        .header("Connection", "keep-alive, x-hop")
+        .header("x-hop", "hop-value")
+        .body(r#"{"model":"gpt"}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["path"], "/v1/chat/completions");
+    assert_eq!(body["query"], "x=1");
+    let received = upstream.last();
+    let auth: Vec<_> = received.headers.get_all("authorization").iter().collect();
+    assert_eq!(auth.len(), 1);
+    assert_eq!(auth[0], format!("Bearer {API_KEY}").as_str());
+    assert!(received.headers.get("x-api-key").is_none());
+    assert!(received.headers.get("proxy-authorization").is_none());
+    assert!(received.headers.get("x-hop").is_none());
+    assert_eq!(received.body_len, 15);
+}
+
+#[tokio::test]
+async fn egress_injects_x_api_key_basic_auth_and_query_parameter() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "anthropic" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { header = "x-api-key"  value = "{{ .Data.data.api_key }}" }
+  }
+  route "basic" {
+    upstream = "UPSTREAM/base"
+    credential = "secret/data/agents/openai"
+    inject { basic_auth = "{{ .Data.data.user }}:{{ .Data.data.password }}" }
+  }
+  route "query" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { query = "key"  value = "{{ .Data.data.api_key }}" }
+  }
+"#;
+    let (_vault, _dir, _agent, base) = egress_agent(&upstream, routes).await;
+    let client = support::http_client();
+    wait_ready(&base, "/anthropic/v1/messages").await;
+    client
+        .get(format!("{base}/anthropic/v1/messages"))
+        .header("x-api-key", "mine")
+        .send()
+        .await
+        .expect("request");
+    let received = upstream.last();
+    let keys: Vec<_> = received.headers.get_all("x-api-key").iter().collect();
+    assert_eq!(keys, vec![API_KEY]);
+
+    wait_ready(&base, "/basic/x").await;
+    let response = client
+        .get(format!("{base}/basic/x"))
+        .send()
+        .await
+        .expect("request");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["path"], "/base/x");
+    let expected = format!("Basic {}", base64_encode("svc-user:p4ssw0rd-long"));
+    assert_eq!(upstream.last().headers["authorization"], expected.as_str());
+
+    wait_ready(&base, "/query/v1/q").await;
+    client
+        .get(format!("{base}/query/v1/q?a=1&key=client"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(upstream.last().query, Some(format!("a=1&key={API_KEY}")));
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test]
+async fn egress_allow_lists_answer_403() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "openai" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { header = "Authorization"  value = "Bearer {{ .Data.data.api_key }}" }
+    allow { methods = ["POST"]  paths = ["/v1/chat/completions", "/v1/embeddings"]  hosts = ["*.example.test"] }
+  }
+"#;
+    let (_vault, _dir, agent, base) = egress_agent(&upstream, routes).await;
+    let client = support::http_client();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client
+        .post(format!("{base}/openai/v1/embeddings"))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        != 200
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "credential never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = upstream.count();
+    let response = client
+        .get(format!("{base}/openai/v1/chat/completions"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "forbidden");
+    let response = client
+        .post(format!("{base}/openai/v1/files"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 403);
+    let response = client
+        .post(format!("{base}/openai/v1/embeddings"))
+        .header("x-ward-upstream-host", "evil.test")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        upstream.count(),
+        before,
+        "nothing off-list reached the upstream"
+    );
+    let response = client
+        .post(format!("{base}/openai/v1/embeddings"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(agent
+        .metrics
+        .render()
+        .contains("ward_agent_egress_denied_total{route=\"openai\"} 3"));
+}
+
+#[tokio::test]
+async fn egress_rate_limit_answers_429_with_retry_after() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "limited" {
+    upstream = "UPSTREAM"
+    rate_limit = "3/minute"
+  }
+"#;
+    let (_vault, _dir, _agent, base) = egress_agent(&upstream, routes).await;
+    let client = support::http_client();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{base}/limited/x"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+    }
+    let response = client
+        .get(format!("{base}/limited/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(upstream.count(), 3);
+}
+
+#[tokio::test]
+async fn egress_body_limit_answers_413() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "small" {
+    upstream = "UPSTREAM"
+    max_body_bytes = 1000
+  }
+"#;
+    let (_vault, _dir, agent, base) = egress_agent(&upstream, routes).await;
+    let client = support::http_client();
+    let response = client
+        .post(format!("{base}/small/x"))
+        .body(vec![b'a'; 1001])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 413);
+    let response = client
+        .post(format!("{base}/small/x"))
+        .body(vec![b'a'; 1000])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    // A chunked body without a declared length is cut off at the limit too.
+    let address = agent.egress_address.expect("egress");
+    let mut request =
+        b"POST /small/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        request.extend_from_slice(b"190\r\n");
+        request.extend_from_slice(&[b'b'; 0x190]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let response = raw_request(address, &request).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+}
+
+#[tokio::test]
+async fn egress_upstream_down_answers_502_once() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "down" {
+    upstream = "UPSTREAM"
+  }
+"#;
+    let (_vault, _dir, agent, base) = egress_agent(&upstream, routes).await;
+    upstream.stop();
+    // A closed port: connection refused.
+    let client = support::http_client();
+    let response = client
+        .get(format!("{base}/down/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "upstream_unreachable");
+    assert!(agent
+        .metrics
+        .render()
+        .contains("ward_agent_egress_upstream_errors_total{route=\"down\"} 1"));
+}
+
+#[tokio::test]
+async fn egress_streams_server_sent_events_as_they_arrive() {
+    let upstream = Upstream::start_https().await;
+    let (_vault, _dir, _agent, base) = egress_agent(&upstream, OPENAI_ROUTE).await;
+    wait_ready(&base, "/openai/v1/models").await;
+    let client = support::http_client();
+    let started = tokio::time::Instant::now();
+    let mut response = client
+        .post(format!("{base}/openai/v1/sse"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // The upstream holds its second event back until the test has seen the first (or 500 ms
+    // pass): a buffering proxy would deliver the first event only after that.
+    let first = response.chunk().await.expect("read").expect("first chunk");
+    let time_to_first = started.elapsed();
+    assert_eq!(&first[..], b"data: {\"delta\":\"Hel\"}\n\n");
+    assert!(
+        time_to_first < Duration::from_millis(450),
+        "first event after {time_to_first:?}"
+    );
+    upstream.gate.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.expect("read") {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "data: {\"delta\":\"lo\"}\n\ndata: [DONE]\n\n"
+    );
+}
+
+#[tokio::test]
+async fn egress_passes_websocket_upgrades_through() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "ws" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { header = "Authorization"  value = "Bearer {{ .Data.data.api_key }}" }
+  }
+"#;
+    let (_vault, _dir, agent, base) = egress_agent(&upstream, routes).await;
+    wait_ready(&base, "/ws/ready").await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(agent.egress_address.expect("egress"))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /ws/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("read head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    stream.write_all(b"ping-frame").await.expect("write");
+    let mut echo = [0u8; 10];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut echo))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&echo, b"ping-frame");
+    assert_eq!(
+        upstream.last().headers["authorization"],
+        format!("Bearer {API_KEY}").as_str()
+    );
+}
+
+#[tokio::test]
+async fn egress_scrubs_the_key_from_an_echoing_error_response() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "openai" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { header = "Authorization"  value = "Bearer {{ .Data.data.api_key }}" }
+  }
+  route "query" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { query = "key"  value = "{{ .Data.data.api_key }}" }
+  }
+"#;
+    let (_vault, _dir, _agent, base) = egress_agent(&upstream, routes).await;
+    wait_ready(&base, "/openai/x").await;
+    let client = support::http_client();
+    let response = client
+        .get(format!("{base}/openai/v1/error-echo"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    let header = response.headers()["x-echo-auth"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body = response.text().await.expect("body");
+    assert!(
+        !header.contains(API_KEY) && header.contains("[REDACTED]"),
+        "{header}"
+    );
+    assert!(
+        !body.contains(API_KEY) && body.contains("[REDACTED]"),
+        "{body}"
+    );
+    // The upstream did get the key.
+    assert_eq!(
+        upstream.last().headers["authorization"],
+        format!("Bearer {API_KEY}").as_str()
+    );
+    wait_ready(&base, "/query/x").await;
+    let body = client
+        .get(format!("{base}/query/v1/error-echo"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert!(!body.contains(API_KEY), "{body}");
+}
+
+#[tokio::test]
+async fn egress_refuses_request_smuggling_and_bad_route_names() {
+    let upstream = Upstream::start_http().await;
+    let routes = r#"
+  route "open" {
+    upstream = "UPSTREAM"
+  }
+"#;
+    let (_vault, _dir, agent, _base) = egress_agent(&upstream, routes).await;
+    let address = agent.egress_address.expect("egress");
+    let cases: &[(&str, &[u8])] = &[
+        ("duplicate differing CL", b"POST /open/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+        ("obfuscated TE", b"POST /open/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        ("TE not last chunked", b"POST /open/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        ("route ..", b"GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("route encoded ..", b"GET /%2e%2e/x HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("path ..", b"GET /open/../admin HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("path encoded ..", b"GET /open/v1/%2E%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("encoded slash", b"GET /open/v1%2f..%2fadmin HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    for (name, request) in cases {
+        let response = raw_request(address, request).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{name}: {response}");
+    }
+    assert_eq!(
+        upstream.count(),
+        0,
+        "no smuggled request reached the upstream"
+    );
+    // Content-Length with Transfer-Encoding: hyper frames the request by Transfer-Encoding
+    // alone, drops the length and closes the connection after answering (RFC 9112 §6.1), so a
+    // request hidden in the body never reaches the upstream.
+    let smuggle = b"POST /open/x HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /open/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let response = raw_request(address, smuggle).await;
+    assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
+    let paths: Vec<String> = upstream
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|received| received.path.clone())
+        .collect();
+    assert!(
+        !paths.iter().any(|path| path.contains("smuggled")),
+        "{paths:?}"
+    );
+    let response = raw_request(
+        address,
+        b"GET /open/fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[tokio::test]
+async fn auto_auth_token_file_writes_sink_and_renews() {
+    let vault = FakeVault::start().await;
+    vault.add_token("short-token", 3, true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink/token");
+    let wrapped = dir.path().join("wrapped");
+    let text = format!(
+        r#"
+vault {{ address = "{}" }}
+auto_auth {{
+  method "token_file" {{ config {{ token_file_path = "{}" }} }}
+  sink "file" {{ config {{ path = "{}" }} }}
+  sink "file" {{
+    wrap_ttl = "5m"
+    config {{ path = "{}" mode = 0640 }}
+  }}
+}}
+"#,
+        vault.address(),
+        token_file(dir.path(), "short-token"),
+        sink.display(),
+        wrapped.display()
+    );
+    let _agent = start_agent(&text, dir.path()).await;
+    eventually(WAIT, "sink written", || sink.exists()).await;
+    assert_eq!(std::fs::read_to_string(&sink).expect("sink"), "short-token");
+    assert_eq!(
+        std::fs::metadata(&sink).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    eventually(WAIT, "wrapped sink written", || wrapped.exists()).await;
+    let wrap: Value =
+        serde_json::from_str(&std::fs::read_to_string(&wrapped).expect("wrapped")).expect("json");
+    assert_eq!(wrap["creation_path"], "sys/wrapping/wrap");
+    assert_eq!(
+        std::fs::metadata(&wrapped)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    // A 3 s token is renewed at about 2 s.
+    eventually(WAIT, "token renewed", || {
+        vault.with(|state| state.n_renew_self) >= 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_auth_approle_logs_in_again_when_renewal_fails() {
+    let vault = FakeVault::start().await;
+    vault.with(|state| {
+        state.login_ttl = 2;
+        state.refuse_renew_self = true;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("role_id"), "role-123\n").expect("role");
+    std::fs::write(dir.path().join("secret_id"), "secret-456").expect("secret");
+    let sink = dir.path().join("token");
+    let text = format!(
+        r#"
+vault {{ address = "{}" }}
+auto_auth {{
+  method "approle" {{
+    config {{
+      role_id_file_path = "{dir}/role_id"
+      secret_id_file_path = "{dir}/secret_id"
+    }}
+  }}
+  sink "file" {{ config {{ path = "{}" }} }}
+}}
+"#,
+        vault.address(),
+        sink.display(),
+        dir = dir.path().display()
+    );
+    let _agent = start_agent(&text, dir.path()).await;
+    eventually(WAIT, "first login", || {
+        std::fs::read_to_string(&sink).is_ok_and(|token| token == "hvs.test-token-1")
+    })
+    .await;
+    // The secret ID file is removed after reading (the default), yet later logins work from
+    // the value kept in memory.
+    assert!(!dir.path().join("secret_id").exists());
+    eventually(WAIT, "second login after a refused renewal", || {
+        std::fs::read_to_string(&sink).is_ok_and(|token| token == "hvs.test-token-2")
+    })
+    .await;
+    assert!(vault.with(|state| state.n_renew_self) >= 1);
+}
+
+#[tokio::test]
+async fn auto_auth_retries_until_the_server_is_reachable() {
+    // Nothing listens on this port yet.
+    let placeholder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = placeholder.local_addr().expect("addr");
+    drop(placeholder);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("jwt"), "header.payload.signature").expect("jwt");
+    let sink = dir.path().join("token");
+    let text = format!(
+        r#"
+vault {{ address = "http://{address}" }}
+auto_auth {{
+  method "jwt" {{
+    min_backoff = "100ms"
+    max_backoff = "200ms"
+    config {{ role = "ci"  path = "{}/jwt" }}
+  }}
+  sink "file" {{ config {{ path = "{}" }} }}
+}}
+"#,
+        dir.path().display(),
+        sink.display()
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    eventually(WAIT, "failed attempts counted", || {
+        agent.metrics.auth_login_failures.get() >= 2
+    })
+    .await;
+    assert!(!sink.exists());
+    // The server comes up on that port.
+    let vault = FakeVault::start_on(address).await;
+    eventually(WAIT, "login after the server came up", || sink.exists()).await;
+    assert_eq!(vault.with(|state| state.n_logins), 1);
+}
+
+#[tokio::test]
+async fn templates_render_kv2_atomically_with_perms_and_rerender_on_change() {
+    let vault = FakeVault::start().await;
+    vault.put_kv("app", json!({"password": "first", "user": "app"}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("commands");
+    let text = config(
+        &vault,
+        dir.path(),
+        &format!(
+            r#"
+template_config {{ static_secret_render_interval = "200ms" }}
+template {{
+  contents = "{{{{ with secret \"secret/app\" }}}}{{{{ .Data.data.user }}}}:{{{{ .Data.data.password }}}}{{{{ end }}}}"
+  destination = "out/app.txt"
+  perms = "0640"
+  command = "echo ran >> {}"
+}}
+template {{
+  contents = "{{{{ with secret \"secret/data/app\" }}}}{{{{ range $k, $v := .Data.data }}}}{{{{ $k }}}}={{{{ $v }}}};{{{{ end }}}}{{{{ end }}}}"
+  destination = "{}/all.txt"
+}}
+"#,
+            marker.display(),
+            dir.path().canonicalize().expect("canonical").display()
+        ),
+    );
+    let _agent = start_agent(&text, dir.path()).await;
+    let out = dir.path().join("out/app.txt");
+    eventually(WAIT, "rendered", || {
+        std::fs::read_to_string(&out).is_ok_and(|text| text == "app:first")
+    })
+    .await;
+    assert_eq!(
+        std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777,
+        0o640
+    );
+    eventually(WAIT, "second template", || {
+        std::fs::read_to_string(dir.path().join("all.txt"))
+            .is_ok_and(|text| text == "password=first;user=app;")
+    })
+    .await;
+    eventually(WAIT, "command ran", || {
+        std::fs::read_to_string(&marker).is_ok_and(|text| text == "ran\n")
+    })
+    .await;
+    vault.put_kv("app", json!({"password": "second", "user": "app"}));
+    eventually(WAIT, "re-rendered", || {
+        std::fs::read_to_string(&out).is_ok_and(|text| text == "app:second")
+    })
+    .await;
+    eventually(WAIT, "command ran again", || {
+        std::fs::read_to_string(&marker).is_ok_and(|text| text == "ran\nran\n")
+    })
+    .await;
+    // KV v2 detection went through the mounts preflight.
+    assert!(vault.with(|state| state
+        .requests
+        .iter()
+        .any(|(_, path, _)| path == "sys/internal/ui/mounts/secret/app")));
+    let leftovers = std::fs::read_dir(dir.path().join("out"))
+        .expect("dir")
+        .count();
+    assert_eq!(leftovers, 1, "no temporary files left behind");
+}
+
+#[tokio::test]
+async fn template_destination_outside_the_allowed_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for destination in ["../escape.txt", "/etc/ward-agent-test.txt", "a/../../b"] {
+        let text =
+            format!("template {{\n contents = \"x\"\n destination = \"{destination}\"\n}}\n");
+        let body = ward_agent::config::parse_text(&text, false).expect("parses");
+        let error = ward_agent::config::decode(&body, dir.path(), dir.path()).expect_err("refused");
+        assert!(
+            error.message.contains("outside the allowed directory"),
+            "{destination}: {error}"
+        );
+    }
+    // A symbolic link placed at the destination is not written through.
+    let vault = FakeVault::start().await;
+    vault.put_kv("app", json!({"password": "pw"}));
+    let victim = tempfile::NamedTempFile::new().expect("victim");
+    std::os::unix::fs::symlink(victim.path(), dir.path().join("linked.txt")).expect("symlink");
+    let text = config(
+        &vault,
+        dir.path(),
+        r#"
+template {
+  contents = "{{ with secret \"secret/app\" }}{{ .Data.data.password }}{{ end }}"
+  destination = "linked.txt"
+}
+"#,
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    eventually(WAIT, "render attempted", || {
+        agent.metrics.template_render_failures.get() >= 1
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(victim.path()).expect("victim"), "");
+}
+
+#[tokio::test]
+async fn error_on_missing_key_with_exit_on_retry_failure_exits_non_zero() {
+    let vault = FakeVault::start().await;
+    vault.put_kv("app", json!({"password": "pw"}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(
+        &vault,
+        dir.path(),
+        r#"
+template_config { exit_on_retry_failure = true }
+template {
+  contents = "{{ with secret \"secret/app\" }}{{ .Data.data.no_such_key }}{{ end }}"
+  destination = "app.txt"
+  error_on_missing_key = true
+}
+"#,
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    let code = tokio::time::timeout(WAIT, agent.wait())
+        .await
+        .expect("agent exits");
+    assert_eq!(code, 1);
+    assert!(!dir.path().join("app.txt").exists());
+
+    // Without error_on_missing_key the key renders empty.
+    let text = config(
+        &vault,
+        dir.path(),
+        r#"
+template {
+  contents = "[{{ with secret \"secret/app\" }}{{ .Data.data.no_such_key }}{{ end }}]"
+  destination = "lenient.txt"
+}
+"#,
+    );
+    let _agent = start_agent(&text, dir.path()).await;
+    eventually(WAIT, "lenient render", || {
+        std::fs::read_to_string(dir.path().join("lenient.txt")).is_ok_and(|text| text == "[]")
+    })
+    .await;
+}
+
+/// A dynamic secret whose server goes away: the file and the egress route stay in service
+/// until the lease's expiry, and are withdrawn then, not before.
+#[tokio::test]
+async fn lease_is_withdrawn_at_expiry_when_the_server_stops() {
+    let vault = FakeVault::start().await;
+    vault.with(|state| {
+        state.db_ttl = 4;
+        state.db_renewable = true;
+    });
+    let upstream = Upstream::start_http().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(
+        &vault,
+        dir.path(),
+        &(r#"
+template {
+  contents = "{{ with secret \"database/creds/app\" }}{{ .Data.username }}:{{ .Data.password }}{{ end }}"
+  destination = "db.txt"
+}
+"#
+        .to_owned()
+            + &egress_config(
+                &upstream,
+                r#"
+  route "db" {
+    upstream = "UPSTREAM"
+    credential = "database/creds/app"
+    inject { header = "x-db-password"  value = "{{ .Data.password }}" }
+  }
+"#,
+            )),
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    let base = format!("http://{}", agent.egress_address.expect("egress"));
+    let db = dir.path().join("db.txt");
+    eventually(WAIT, "rendered", || db.exists()).await;
+    // The lease is renewed at ~2/3 of 4 s while the server is up.
+    eventually(WAIT, "lease renewed", || {
+        vault.with(|state| state.n_lease_renewals) >= 1
+    })
+    .await;
+    wait_ready(&base, "/db/x").await;
+    vault.stop();
+    let stopped = tokio::time::Instant::now();
+    // Before the expiry (at most 4 s after the last renewal) the secret is still served.
+    let client = support::http_client();
+    let response = client
+        .get(format!("{base}/db/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(db.exists(), "withdrawn too early");
+    eventually(Duration::from_secs(15), "file removed at expiry", || {
+        !db.exists()
+    })
+    .await;
+    let withdrawn_after = stopped.elapsed();
+    assert!(
+        withdrawn_after >= Duration::from_millis(500),
+        "withdrawn after only {withdrawn_after:?}"
+    );
+    let response = client
+        .get(format!("{base}/db/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 503);
+    assert!(agent.metrics.secrets_withdrawn.get() >= 1);
+}
+
+#[tokio::test]
+async fn exit_on_retry_failure_exits_non_zero_when_a_lease_expires() {
+    let vault = FakeVault::start().await;
+    vault.with(|state| {
+        state.db_ttl = 2;
+        state.db_renewable = false;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(
+        &vault,
+        dir.path(),
+        r#"
+template_config { exit_on_retry_failure = true }
+template {
+  contents = "{{ with secret \"database/creds/app\" }}{{ .Data.username }}{{ end }}"
+  destination = "db.txt"
+}
+"#,
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    eventually(WAIT, "rendered", || dir.path().join("db.txt").exists()).await;
+    vault.stop();
+    let code = tokio::time::timeout(Duration::from_secs(15), agent.wait())
+        .await
+        .expect("agent exits");
+    assert_eq!(code, 1);
+}
+
+#[tokio::test]
+async fn api_proxy_injects_the_auto_auth_token_and_serves_metrics() {
+    let vault = FakeVault::start().await;
+    vault.put_kv("app", json!({"password": "pw"}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(
+        &vault,
+        dir.path(),
+        r#"
+api_proxy { use_auto_auth_token = true }
+listener "tcp" {
+  address = "127.0.0.1:0"
+  tls_disable = true
+}
+"#,
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    let base = format!("http://{}", agent.listener_addresses[0]);
+    let client = support::http_client();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let body: Value = loop {
+        let response = client
+            .get(format!("{base}/v1/secret/data/app"))
+            .send()
+            .await
+            .expect("request");
+        if response.status() == 200 {
+            break response.json().await.expect("json");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no token injected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["data"]["data"]["password"], "pw");
+    let (_, _, token) = vault
+        .with(|state| state.requests.last().cloned())
+        .expect("request");
+    assert_eq!(token.as_deref(), Some("agent-token"));
+    // A client's own token is kept (use_auto_auth_token = true, not "force").
+    let response = client
+        .get(format!("{base}/v1/secret/data/app"))
+        .header("X-Vault-Token", "bogus")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 403);
+    let metrics = client
+        .get(format!("{base}/agent/v1/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("ward_agent_api_proxy_requests_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn flag_only_kubernetes_mode_renders_the_secret_field() {
+    let vault = FakeVault::start().await;
+    vault.put_kv("ai-agent/api-key", json!({"api_key": API_KEY}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("sa-token"), "header.payload.signature").expect("jwt");
+    let destination = dir.path().join("secrets/api_key");
+    let args: Vec<String> = [
+        "-method=kubernetes".to_owned(),
+        "-role=ai-agent-role".to_owned(),
+        format!("-jwt-path={}", dir.path().join("sa-token").display()),
+        "-secret-path=secret/data/ai-agent/api-key".to_owned(),
+        "-secret-key-field=api_key".to_owned(),
+        format!("-destination={}", destination.display()),
+        format!("-address={}", vault.address()),
+    ]
+    .into();
+    let ward_agent::cli::Parsed::Run(options) = ward_agent::cli::parse(&args).expect("flags")
+    else {
+        panic!("not help");
+    };
+    let config = ward_agent::cli::build_config(&options).expect("config");
+    let _agent = ward_agent::Agent::start(config).await.expect("start");
+    eventually(WAIT, "rendered", || {
+        std::fs::read_to_string(&destination).is_ok_and(|text| text == API_KEY)
+    })
+    .await;
+    assert_eq!(
+        std::fs::metadata(&destination)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(vault.with(|state| state
+        .requests
+        .iter()
+        .any(|(_, path, _)| path == "auth/kubernetes/login")));
+}
+
+/// The happy path against the real `ward server -dev`: AppRole auto-auth with token renewal,
+/// a KV v2 template found through the mounts preflight, the egress proxy injecting the key,
+/// and the API proxy adding the token.
+#[tokio::test]
+async fn real_server_approle_templates_egress_and_api_proxy() {
+    use reqwest::Method;
+    let mut server = support::RealServer::start().await;
+    server
+        .call(
+            Method::POST,
+            "secret/data/agents/openai",
+            Some(json!({"data": {"api_key": API_KEY}})),
+        )
+        .await;
+    server
+        .call(
+            Method::PUT,
+            "sys/policies/acl/agent",
+            Some(json!({"policy": "path \"secret/data/agents/*\" { capabilities = [\"read\"] }"})),
+        )
+        .await;
+    server
+        .call(
+            Method::POST,
+            "sys/auth/approle",
+            Some(json!({"type": "approle"})),
+        )
+        .await;
+    server
+        .call(
+            Method::POST,
+            "auth/approle/role/agent",
+            Some(json!({"token_policies": ["agent"], "token_ttl": "3s", "token_max_ttl": "1h"})),
+        )
+        .await;
+    let role_id = server
+        .call(Method::GET, "auth/approle/role/agent/role-id", None)
+        .await["data"]["role_id"]
+        .as_str()
+        .expect("role_id")
+        .to_owned();
+    let secret_id = server
+        .call(Method::POST, "auth/approle/role/agent/secret-id", None)
+        .await["data"]["secret_id"]
+        .as_str()
+        .expect("secret_id")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("role_id"), role_id).expect("role");
+    std::fs::write(dir.path().join("secret_id"), secret_id).expect("secret");
+    let upstream = Upstream::start_http().await;
+    let text = format!(
+        r#"
+vault {{ address = "{address}" }}
+auto_auth {{
+  method "approle" {{
+    config {{
+      role_id_file_path = "{dir}/role_id"
+      secret_id_file_path = "{dir}/secret_id"
+      remove_secret_id_file_after_reading = false
+    }}
+  }}
+  sink "file" {{ config {{ path = "{dir}/token" }} }}
+}}
+template {{
+  contents = "{{{{ with secret \"secret/agents/openai\" }}}}{{{{ .Data.data.api_key }}}}{{{{ end }}}}"
+  destination = "key.txt"
+  perms = "0600"
+}}
+api_proxy {{ use_auto_auth_token = true }}
+listener "tcp" {{
+  address = "127.0.0.1:0"
+  tls_disable = true
+}}
+{egress}
+"#,
+        address = server.address,
+        dir = dir.path().display(),
+        egress = egress_config(
+            &upstream,
+            r#"
+  route "openai" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { header = "Authorization"  value = "Bearer {{ .Data.data.api_key }}" }
+  }
+"#
+        ),
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    let key_file = dir.path().join("key.txt");
+    eventually(WAIT, "template rendered from the real server", || {
+        std::fs::read_to_string(&key_file).is_ok_and(|text| text == API_KEY)
+    })
+    .await;
+    let base = format!("http://{}", agent.egress_address.expect("egress"));
+    wait_ready(&base, "/openai/v1/models").await;
+    assert_eq!(
+        upstream.last().headers["authorization"],
+        format!("Bearer {API_KEY}").as_str()
+    );
+    // The 3 s token is renewed by renew-self at about 2 s.
+    eventually(WAIT, "token renewed", || {
+        agent.metrics.token_renewals.get() >= 1
+    })
+    .await;
+    // hvac-style call through the API proxy without a token.
+    let proxy = format!("http://{}", agent.listener_addresses[0]);
+    let body: Value = support::http_client()
+        .get(format!("{proxy}/v1/secret/data/agents/openai"))
+        .send()
+        .await
+        .expect("proxy")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["data"]["data"]["api_key"], API_KEY);
+    server.kill().await;
+}
+
+#[test]
+fn example_configs_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hcl =
+        std::fs::read_to_string(root.join("deploy/examples/agent.hcl")).expect("example exists");
+    // The ConfigMap carries the same file, indented under `agent.hcl: |`.
+    let configmap = std::fs::read_to_string(root.join("deploy/examples/kubernetes/configmap.yaml"))
+        .expect("configmap exists");
+    let embedded: String = configmap
+        .split_once("agent.hcl: |\n")
+        .expect("agent.hcl key")
+        .1
+        .lines()
+        .map(|line| line.strip_prefix("    ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        embedded.trim(),
+        hcl.trim(),
+        "the ConfigMap and agent.hcl differ"
+    );
+    let body = ward_agent::config::parse_text(&hcl, false).expect("parses");
+    let config = ward_agent::config::decode(&body, dir.path(), dir.path()).expect("decodes");
+    assert_eq!(config.egress.expect("egress").routes.len(), 2);
+}
+
+#[tokio::test]
+async fn exit_after_auth_exits_zero_after_login_and_first_render() {
+    let vault = FakeVault::start().await;
+    vault.put_kv("app", json!({"password": "pw"}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config(
+        &vault,
+        dir.path(),
+        r#"
+exit_after_auth = true
+template {
+  contents = "{{ with secret \"secret/app\" }}{{ .Data.data.password }}{{ end }}"
+  destination = "once.txt"
+}
+"#,
+    );
+    let agent = start_agent(&text, dir.path()).await;
+    let code = tokio::time::timeout(WAIT, agent.wait())
+        .await
+        .expect("agent exits");
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("once.txt")).expect("rendered"),
+        "pw"
+    );
+}
