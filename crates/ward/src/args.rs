@@ -2,9 +2,10 @@
 //! boolean flags without a value, flags before or after positional arguments, and `--` to
 //! end flags.
 //!
-//! Each command declares its flags; an unknown flag is an error that names it. The full CLI
-//! (help texts, completion) is expected to move to `clap` later; this keeps the binary small
-//! until then.
+//! Each command declares its flags; an unknown flag is an error that names it. A flag may be
+//! repeated (`-policy=a -policy=b`); [`Args::value`] gives the last, [`Args::values`] all.
+//! `clap` was considered and left out: Vault's single-dash long flags (`-format=json`) and its
+//! flags-after-arguments habit are what users type, and clap fights both.
 
 use std::collections::HashMap;
 
@@ -20,7 +21,7 @@ pub(crate) enum Kind {
 /// The parsed command line of one command.
 #[derive(Debug, Default)]
 pub(crate) struct Args {
-    values: HashMap<String, String>,
+    values: HashMap<String, Vec<String>>,
     pub(crate) positional: Vec<String>,
 }
 
@@ -60,13 +61,27 @@ impl Args {
             if *kind == Kind::Bool && crate::parse_bool(&value).is_none() {
                 return Err(format!("invalid boolean value {value:?} for -{name}"));
             }
-            args.values.insert(name.to_string(), value);
+            args.values.entry(name.to_string()).or_default().push(value);
         }
         Ok(args)
     }
 
+    /// The last value given for a flag (Vault lets a later flag override an earlier one).
     pub(crate) fn value(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+        self.values
+            .get(name)
+            .and_then(|values| values.last())
+            .map(String::as_str)
+    }
+
+    /// Every value given for a repeatable flag (`-policy=a -policy=b`), in order.
+    pub(crate) fn values(&self, name: &str) -> &[String] {
+        self.values.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the flag was given at all (`-verify` and `-verify=false` both count).
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.values.contains_key(name)
     }
 
     pub(crate) fn flag(&self, name: &str) -> bool {
@@ -101,6 +116,9 @@ mod tests {
         assert_eq!(args.value("config"), Some("a.hcl"));
         assert_eq!(args.value("field"), Some("k"));
         assert_eq!(args.positional, argv(&["secret/foo", "x=1"]));
+        let args = Args::parse(&argv(&["-field=a", "-field", "b"]), FLAGS).expect("valid");
+        assert_eq!(args.value("field"), Some("b"));
+        assert_eq!(args.values("field"), argv(&["a", "b"]).as_slice());
         let args =
             Args::parse(&argv(&["-dev=false", "--", "-not-a-flag", "-"]), FLAGS).expect("valid");
         assert!(!args.flag("dev"));

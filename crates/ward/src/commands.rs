@@ -1,16 +1,29 @@
-//! The client verbs: `status`, `read`, `write`, `list`, `delete`, `kv get|put`,
-//! `operator init|unseal`, and `version`.
+//! The client verbs. This module holds what every verb shares (the common flags, `k=v`
+//! arguments with `-` and `@file`, printing a response with `-format` and `-field`, hidden
+//! prompts, the progress line) and the generic verbs: `status`, `read`, `write`, `list`,
+//! `delete`, `patch`, `unwrap`, `print token`, `path-help`.
 //!
-//! Each verb parses its flags, makes one or two API calls through [`crate::client::Client`],
-//! and prints a human table (or, with `-format=json`, the raw JSON). The server's errors exit
-//! with code 2, local errors with 1, as Vault's CLI does.
+//! The other verbs live in submodules: [`kv`], [`token`] (and `lease`), [`mounts`]
+//! (`secrets`, `auth`, `audit`), [`policy`], [`operator`], [`login`]. Each verb parses its
+//! flags, makes its API calls through [`crate::client::Client`], and returns an exit code;
+//! help texts and completion scripts are in [`crate::help`].
 
-use std::io::{BufRead, IsTerminal, Write};
+pub(crate) mod kv;
+pub(crate) mod login;
+pub(crate) mod mounts;
+pub(crate) mod operator;
+pub(crate) mod policy;
+pub(crate) mod token;
 
-use serde_json::{json, Map, Value};
+use std::future::Future;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
 
 use crate::args::{Args, Kind};
 use crate::client::{CliError, Client};
+use crate::output::{self, Format};
 
 /// Flags every client verb accepts.
 const COMMON: &[(&str, Kind)] = &[
@@ -18,376 +31,413 @@ const COMMON: &[(&str, Kind)] = &[
     ("ca-cert", Kind::Value),
     ("tls-skip-verify", Kind::Bool),
     ("format", Kind::Value),
+    ("field", Kind::Value),
+    ("wrap-ttl", Kind::Value),
 ];
 
-fn parse(argv: &[String], extra: &[(&str, Kind)]) -> Result<Args, CliError> {
-    let flags: Vec<(&str, Kind)> = COMMON.iter().chain(extra).copied().collect();
-    let args = Args::parse(argv, &flags).map_err(CliError::Local)?;
-    match args.value("format") {
-        None | Some("table") | Some("json") => Ok(args),
-        Some(other) => Err(CliError::local(format!(
-            "unsupported -format={other} (table or json)"
-        ))),
+/// One verb's parsed command line.
+pub(crate) struct Cmd {
+    pub(crate) args: Args,
+    pub(crate) format: Format,
+}
+
+impl Cmd {
+    /// Parses the common flags and the verb's own.
+    pub(crate) fn parse(argv: &[String], extra: &[(&str, Kind)]) -> Result<Cmd, CliError> {
+        let flags: Vec<(&str, Kind)> = COMMON.iter().chain(extra).copied().collect();
+        let args = Args::parse(argv, &flags).map_err(CliError::Usage)?;
+        let format = Format::parse(args.value("format"))?;
+        Ok(Cmd { args, format })
+    }
+
+    pub(crate) fn client(&self) -> Result<Client, CliError> {
+        Client::from_args(&self.args)
+    }
+
+    pub(crate) fn field(&self) -> Option<&str> {
+        self.args.value("field")
+    }
+
+    pub(crate) fn positional(&self) -> &[String] {
+        &self.args.positional
+    }
+
+    /// Exactly `n` positional arguments, or a usage error naming what is expected.
+    pub(crate) fn expect_args(&self, n: usize, usage: &str) -> Result<&[String], CliError> {
+        let given = self.args.positional.len();
+        if given == n {
+            Ok(&self.args.positional)
+        } else {
+            let what = if given < n {
+                "not enough arguments"
+            } else {
+                "too many arguments"
+            };
+            Err(CliError::usage(format!(
+                "{what} (expected {n}, got {given}); usage: {usage}"
+            )))
+        }
+    }
+
+    /// The first positional argument as an API path.
+    pub(crate) fn path(&self, usage: &str) -> Result<String, CliError> {
+        self.args
+            .positional
+            .first()
+            .map(|p| p.trim_start_matches('/').to_string())
+            .ok_or_else(|| CliError::usage(format!("missing PATH; usage: {usage}")))
+    }
+
+    pub(crate) fn seconds_flag(&self, name: &str) -> Result<Option<Value>, CliError> {
+        self.args
+            .value(name)
+            .map(|v| duration_value(name, v))
+            .transpose()
+    }
+
+    pub(crate) fn number_flag(&self, name: &str) -> Result<Option<u64>, CliError> {
+        self.args
+            .value(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| CliError::usage(format!("-{name} must be a whole number")))
+            })
+            .transpose()
+    }
+
+    /// Prints a logical response: `-field`, JSON/YAML, or a table of auth, data and wrap info.
+    pub(crate) fn show(&self, body: &Value) -> Result<u8, CliError> {
+        if let Some(field) = self.field() {
+            let value = find_field(body, field).ok_or_else(|| {
+                CliError::local(format!("field {field:?} not present in the response"))
+            })?;
+            output::print_field(self.format, &value);
+            return Ok(0);
+        }
+        if !self.format.is_table() {
+            self.format.print(body);
+            return Ok(0);
+        }
+        let rows = response_rows(body);
+        if rows.is_empty() {
+            println!("Success! (no data in the response)");
+        } else {
+            output::print_table(&rows);
+        }
+        print_warnings(body);
+        Ok(0)
+    }
+
+    /// Prints data with `-format` and `-field` applied to it, tables from `rows`.
+    pub(crate) fn show_data(
+        &self,
+        data: &Value,
+        rows: Vec<(String, String)>,
+    ) -> Result<u8, CliError> {
+        if let Some(field) = self.field() {
+            let value = data.get(field).cloned().ok_or_else(|| {
+                CliError::local(format!("field {field:?} not present in the response"))
+            })?;
+            output::print_field(self.format, &value);
+            return Ok(0);
+        }
+        if self.format.is_table() {
+            output::print_table(&rows);
+        } else {
+            self.format.print(data);
+        }
+        Ok(0)
     }
 }
 
-fn is_json(args: &Args) -> bool {
-    args.value("format") == Some("json")
+/// A duration flag as the API takes it: whole seconds as a number, anything else (`30m`) as
+/// the string, after checking it parses.
+fn duration_value(name: &str, text: &str) -> Result<Value, CliError> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Value::from(seconds));
+    }
+    if ward_core::duration::parse_seconds(text).is_none() {
+        return Err(CliError::usage(format!(
+            "invalid -{name}={text}: use seconds or a duration such as 30m or 768h"
+        )));
+    }
+    Ok(Value::from(text))
 }
 
-fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+/// Finds `-field=NAME` in a response: in `data`, then the token fields of `auth` under
+/// Vault's CLI names (`token`, `token_accessor`, ...), then `wrap_info` (`wrapping_token`),
+/// then the top level.
+pub(crate) fn find_field(body: &Value, field: &str) -> Option<Value> {
+    if let Some(value) = body["data"].get(field) {
+        return Some(value.clone());
+    }
+    if let Value::Object(auth) = &body["auth"] {
+        let key = match field {
+            "token" => "client_token",
+            "token_accessor" => "accessor",
+            "token_duration" => "lease_duration",
+            "token_renewable" => "renewable",
+            "token_policies" => "token_policies",
+            other => other,
+        };
+        if let Some(value) = auth.get(key) {
+            return Some(value.clone());
+        }
+    }
+    if let Some(key) = field.strip_prefix("wrapping_") {
+        let key = if key == "token_ttl" { "ttl" } else { key };
+        if let Some(value) = body["wrap_info"].get(key) {
+            return Some(value.clone());
+        }
+    }
+    body.get(field).cloned()
+}
+
+/// The table rows of a response, in Vault's order: lease, auth, data, wrap info.
+pub(crate) fn response_rows(body: &Value) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if let Some(lease_id) = body["lease_id"].as_str().filter(|l| !l.is_empty()) {
+        rows.push(("lease_id".to_string(), lease_id.to_string()));
+        rows.push((
+            "lease_duration".to_string(),
+            output::duration(body["lease_duration"].as_u64().unwrap_or(0)),
+        ));
+        rows.push((
+            "lease_renewable".to_string(),
+            output::display(&body["renewable"]),
+        ));
+    } else if let Some(seconds) = body["lease_duration"].as_u64().filter(|d| *d > 0) {
+        rows.push(("refresh_interval".to_string(), output::duration(seconds)));
+    }
+    if let Value::Object(auth) = &body["auth"] {
+        rows.extend(auth_rows(auth));
+    }
+    if let Value::Object(data) = &body["data"] {
+        rows.extend(output::rows(data));
+    }
+    if let Value::Object(wrap) = &body["wrap_info"] {
+        for (key, name) in [
+            ("token", "wrapping_token:"),
+            ("accessor", "wrapping_accessor:"),
+            ("ttl", "wrapping_token_ttl:"),
+            ("creation_time", "wrapping_token_creation_time:"),
+            ("creation_path", "wrapping_token_creation_path:"),
+            ("wrapped_accessor", "wrapped_accessor:"),
+        ] {
+            if let Some(value) = wrap.get(key).filter(|v| !v.is_null() && *v != "") {
+                let shown = if key == "ttl" {
+                    output::duration(value.as_u64().unwrap_or(0))
+                } else {
+                    output::display(value)
+                };
+                rows.push((name.to_string(), shown));
+            }
+        }
+    }
+    rows
+}
+
+/// The token rows Vault's CLI prints after `token create` and `login`.
+pub(crate) fn auth_rows(auth: &Map<String, Value>) -> Vec<(String, String)> {
+    let get = |key: &str| auth.get(key).cloned().unwrap_or(Value::Null);
+    let mut rows = vec![
+        ("token".to_string(), output::display(&get("client_token"))),
+        ("token_accessor".into(), output::display(&get("accessor"))),
+        (
+            "token_duration".into(),
+            match get("lease_duration").as_u64() {
+                Some(0) | None => "∞".into(),
+                Some(seconds) => output::duration(seconds),
+            },
+        ),
+        ("token_renewable".into(), output::display(&get("renewable"))),
+        (
+            "token_policies".into(),
+            output::display(&get("token_policies")),
+        ),
+        (
+            "identity_policies".into(),
+            output::display(&match get("identity_policies") {
+                Value::Null => Value::Array(Vec::new()),
+                other => other,
+            }),
+        ),
+        ("policies".into(), output::display(&get("policies"))),
+    ];
+    if let Some(Value::Object(meta)) = auth.get("metadata") {
+        rows.extend(
+            meta.iter()
+                .map(|(k, v)| (format!("token_meta_{k}"), output::display(v))),
+        );
+    }
+    rows
+}
+
+pub(crate) fn print_warnings(body: &Value) {
+    for warning in body["warnings"].as_array().into_iter().flatten() {
+        if let Some(text) = warning.as_str() {
+            eprintln!("WARNING! {text}");
+        }
+    }
+}
+
+/// `k=v` arguments as a JSON object, as Vault's CLI reads them: `k=-` takes the value from
+/// stdin, `k=@file` from a file; a key given twice becomes a list. A lone `-` reads a whole
+/// JSON object from stdin instead.
+pub(crate) fn data_arguments(items: &[String]) -> Result<Map<String, Value>, CliError> {
+    if items.len() == 1 && items[0] == "-" {
+        let text = read_stdin()?;
+        return match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(CliError::usage("stdin must hold a JSON object")),
+            Err(e) => Err(CliError::usage(format!("stdin is not valid JSON: {e}"))),
+        };
+    }
+    let mut data = Map::new();
+    let mut stdin_used = false;
+    for item in items {
+        let (key, value) = item.split_once('=').ok_or_else(|| {
+            CliError::usage(format!(
+                "invalid key/value pair {item:?}: expected key=value (or key=@file, key=-)"
+            ))
+        })?;
+        if key.is_empty() {
+            return Err(CliError::usage(format!(
+                "invalid key/value pair {item:?}: the key is empty"
+            )));
+        }
+        let value = if value == "-" {
+            if stdin_used {
+                return Err(CliError::usage("only one value can be read from stdin"));
+            }
+            stdin_used = true;
+            let text = read_stdin()?;
+            text.strip_suffix('\n').unwrap_or(&text).to_string()
+        } else if let Some(file) = value.strip_prefix('@') {
+            std::fs::read_to_string(file)
+                .map_err(|e| CliError::local(format!("cannot read {file} (for {key}): {e}")))?
+        } else {
+            value.to_string()
+        };
+        match data.get_mut(key) {
+            Some(Value::Array(values)) => values.push(Value::String(value)),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, Value::String(value)]);
+            }
+            None => {
+                data.insert(key.to_string(), Value::String(value));
+            }
+        }
+    }
+    Ok(data)
+}
+
+fn read_stdin() -> Result<String, CliError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::local(format!("cannot read stdin: {e}")))?;
+    Ok(text)
+}
+
+/// Reads a secret: prompts on a terminal with echo off, or reads one line from a pipe.
+pub(crate) fn read_secret(prompt: &str) -> Result<String, CliError> {
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    if terminal {
+        eprint!("{prompt} (will be hidden): ");
+        let _ = std::io::stderr().flush();
+        set_echo(false);
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if terminal {
+        set_echo(true);
+        eprintln!();
+    }
+    read.map_err(|e| CliError::local(format!("cannot read stdin: {e}")))?;
+    let value = line.trim().to_string();
+    if value.is_empty() {
+        return Err(CliError::usage(format!("no value given for: {prompt}")));
+    }
+    Ok(value)
+}
+
+/// Echo off and on through `stty`, which keeps this crate free of unsafe code.
+fn set_echo(on: bool) {
+    let _ = std::process::Command::new("stty")
+        .arg(if on { "echo" } else { "-echo" })
+        .stdin(std::process::Stdio::inherit())
+        .status();
+}
+
+/// Runs `work`, showing a spinner with the elapsed time on stderr while it takes longer than
+/// a moment, only when stderr is a terminal (never in pipes, logs or tests).
+pub(crate) async fn with_progress<T>(label: &str, work: impl Future<Output = T>) -> T {
+    if !std::io::stderr().is_terminal() {
+        return work.await;
+    }
+    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let started = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval_at(
+        started + Duration::from_millis(300),
+        Duration::from_millis(100),
     );
+    let mut shown = false;
+    let mut frame = 0usize;
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = ticker.tick() => {
+                shown = true;
+                frame = (frame + 1) % FRAMES.len();
+                eprint!(
+                    "\r{} {label} ({:.1}s)",
+                    FRAMES[frame],
+                    started.elapsed().as_secs_f64()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        }
+    };
+    if shown {
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
+    }
+    result
 }
 
-/// `ward status`: the seal status; exit code 2 when sealed.
+/// `ward status`: the seal status; exit code 2 when sealed, 1 when unreachable.
 pub(crate) async fn status(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(argv, &[])?;
-    let client = Client::from_args(&args)?;
+    let cmd = Cmd::parse(argv, &[])?;
+    cmd.expect_args(0, "ward status")?;
+    let client = cmd.client()?;
     let body = client
         .request("GET", "sys/seal-status", None)
         .await?
         .unwrap_or(Value::Null);
     let status: ward_api::SealStatusResponse = serde_json::from_value(body.clone())
         .map_err(|e| CliError::local(format!("unexpected seal status: {e}")))?;
-    if is_json(&args) {
-        print_json(&body);
-    } else {
-        let mut rows = vec![
-            ("Seal Type".to_string(), status.kind.clone()),
-            ("Initialized".into(), status.initialized.to_string()),
-            ("Sealed".into(), status.sealed.to_string()),
-            ("Total Shares".into(), status.n.to_string()),
-            ("Threshold".into(), status.t.to_string()),
-        ];
-        if status.sealed {
-            rows.push((
-                "Unseal Progress".into(),
-                format!("{}/{}", status.progress, status.t),
-            ));
-            rows.push((
-                "Unseal Nonce".into(),
-                if status.nonce.is_empty() {
-                    "n/a".into()
-                } else {
-                    status.nonce.clone()
-                },
-            ));
-        }
-        rows.push(("Version".into(), status.version.clone()));
-        rows.push((
-            "Build Date".into(),
-            if status.build_date.is_empty() {
-                "n/a".into()
-            } else {
-                status.build_date.clone()
-            },
-        ));
-        rows.push(("Storage Type".into(), status.storage_type.clone()));
-        if !status.sealed {
-            rows.push(("Cluster Name".into(), status.cluster_name.clone()));
-            rows.push(("Cluster ID".into(), status.cluster_id.clone()));
-        }
-        rows.push(("HA Enabled".into(), "false".into()));
-        print_table(&rows);
+    let code = if status.sealed { 2 } else { 0 };
+    if !cmd.format.is_table() || cmd.field().is_some() {
+        cmd.show_data(&body, Vec::new())?;
+        return Ok(code);
     }
-    Ok(if status.sealed { 2 } else { 0 })
+    output::print_table(&seal_rows(&status));
+    Ok(code)
 }
 
-/// `ward read PATH [k=v ...]`
-pub(crate) async fn read(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(argv, &[("field", Kind::Value)])?;
-    let path = one_path(&args, "read")?;
-    let client = Client::from_args(&args)?;
-    let query = query_string(&pairs(&args.positional[1..])?);
-    match client.request("GET", &format!("{path}{query}"), None).await {
-        Err(CliError::Api { status: 404, .. }) => no_value(&path),
-        result => {
-            let body = result?.unwrap_or(Value::Null);
-            show_response(&args, &body)
+/// The rows of `status` and `operator unseal`.
+pub(crate) fn seal_rows(status: &ward_api::SealStatusResponse) -> Vec<(String, String)> {
+    let or_na = |s: &str| {
+        if s.is_empty() {
+            "n/a".to_string()
+        } else {
+            s.to_string()
         }
-    }
-}
-
-/// `ward write PATH k=v ...`
-pub(crate) async fn write(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(argv, &[("field", Kind::Value)])?;
-    let path = one_path(&args, "write")?;
-    let client = Client::from_args(&args)?;
-    let data = Value::Object(pairs(&args.positional[1..])?);
-    match client.request("PUT", &path, Some(&data)).await? {
-        Some(body) => show_response(&args, &body),
-        None => {
-            println!("Success! Data written to: {path}");
-            Ok(0)
-        }
-    }
-}
-
-/// `ward list PATH`
-pub(crate) async fn list(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(argv, &[])?;
-    let path = one_path(&args, "list")?;
-    let client = Client::from_args(&args)?;
-    let body = match client.request("LIST", &path, None).await {
-        Err(CliError::Api { status: 404, .. }) => {
-            return no_value(&format!("{}/", path.trim_end_matches('/')))
-        }
-        result => result?.unwrap_or(Value::Null),
     };
-    if is_json(&args) {
-        print_json(&body["data"]["keys"]);
-        return Ok(0);
-    }
-    println!("Keys\n----");
-    for key in body["data"]["keys"].as_array().into_iter().flatten() {
-        println!("{}", key.as_str().unwrap_or_default());
-    }
-    Ok(0)
-}
-
-/// `ward delete PATH`
-pub(crate) async fn delete(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(argv, &[])?;
-    let path = one_path(&args, "delete")?;
-    let client = Client::from_args(&args)?;
-    client.request("DELETE", &path, None).await?;
-    println!("Success! Data deleted (if it existed) at: {path}");
-    Ok(0)
-}
-
-/// `ward kv get|put ...`
-pub(crate) async fn kv(argv: &[String]) -> Result<u8, CliError> {
-    match argv.split_first() {
-        Some((verb, rest)) if verb == "get" => kv_get(rest).await,
-        Some((verb, rest)) if verb == "put" => kv_put(rest).await,
-        _ => Err(CliError::local(
-            "usage: ward kv get|put [flags] PATH [k=v ...]",
-        )),
-    }
-}
-
-async fn kv_get(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(
-        argv,
-        &[
-            ("field", Kind::Value),
-            ("version", Kind::Value),
-            ("mount", Kind::Value),
-        ],
-    )?;
-    let path = one_path(&args, "kv get")?;
-    let client = Client::from_args(&args)?;
-    let mount = kv_mount(&client, &path).await?;
-    let (api_path, version2) = mount.api_path(&path, "data");
-    let query = match args.value("version") {
-        Some(version) if version2 => format!("?version={version}"),
-        _ => String::new(),
-    };
-    let body = match client
-        .request("GET", &format!("{api_path}{query}"), None)
-        .await
-    {
-        Err(CliError::Api { status: 404, .. }) => return no_value(&api_path),
-        result => result?.unwrap_or(Value::Null),
-    };
-    if is_json(&args) && args.value("field").is_none() {
-        print_json(&body);
-        return Ok(0);
-    }
-    let (data, metadata) = if version2 {
-        (
-            body["data"]["data"].clone(),
-            Some(body["data"]["metadata"].clone()),
-        )
-    } else {
-        (body["data"].clone(), None)
-    };
-    if let Some(field) = args.value("field") {
-        return print_field(&data, field);
-    }
-    if version2 {
-        println!("{}", banner("Secret Path", &api_path));
-    }
-    if let Some(Value::Object(metadata)) = metadata {
-        println!("{}", banner("Metadata", ""));
-        print_map(&metadata);
-        println!();
-    }
-    println!("{}", banner("Data", ""));
-    match data {
-        Value::Object(data) => print_map(&data),
-        _ => println!("(no data)"),
-    }
-    Ok(0)
-}
-
-async fn kv_put(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(argv, &[("mount", Kind::Value), ("cas", Kind::Value)])?;
-    let path = one_path(&args, "kv put")?;
-    let data = pairs(&args.positional[1..])?;
-    if data.is_empty() {
-        return Err(CliError::local(
-            "ward kv put needs at least one key=value pair",
-        ));
-    }
-    let client = Client::from_args(&args)?;
-    let mount = kv_mount(&client, &path).await?;
-    let (api_path, version2) = mount.api_path(&path, "data");
-    let body = if version2 {
-        let mut body = json!({ "data": data });
-        if let Some(cas) = args.value("cas") {
-            let cas: u64 = cas
-                .parse()
-                .map_err(|_| CliError::local("-cas must be a number"))?;
-            body["options"] = json!({ "cas": cas });
-        }
-        body
-    } else {
-        Value::Object(data)
-    };
-    let response = client.request("PUT", &api_path, Some(&body)).await?;
-    match response {
-        Some(response) if is_json(&args) => print_json(&response),
-        Some(response) => {
-            if version2 {
-                println!("{}", banner("Secret Path", &api_path));
-                println!("{}", banner("Metadata", ""));
-            }
-            if let Value::Object(data) = &response["data"] {
-                print_map(data);
-            }
-        }
-        None => println!("Success! Data written to: {api_path}"),
-    }
-    Ok(0)
-}
-
-/// Where a KV path is mounted and which version the mount speaks.
-struct KvMount {
-    /// `secret/`, or empty when the server could not say (treated as KV v1).
-    path: String,
-    version2: bool,
-}
-
-impl KvMount {
-    /// The API path for a KV path: `secret/foo` → `secret/data/foo` on a v2 mount.
-    fn api_path(&self, path: &str, section: &str) -> (String, bool) {
-        match path.strip_prefix(&self.path) {
-            Some(rest) if self.version2 && !self.path.is_empty() => {
-                (format!("{}{section}/{rest}", self.path), true)
-            }
-            _ => (path.to_string(), false),
-        }
-    }
-}
-
-/// KV v2 detection through `sys/internal/ui/mounts/<path>`, as Vault's CLI does.
-async fn kv_mount(client: &Client, path: &str) -> Result<KvMount, CliError> {
-    match client
-        .request("GET", &format!("sys/internal/ui/mounts/{path}"), None)
-        .await
-    {
-        Ok(Some(body)) => {
-            let data = &body["data"];
-            let version = match &data["options"]["version"] {
-                Value::String(v) => v.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => String::new(),
-            };
-            Ok(KvMount {
-                path: data["path"].as_str().unwrap_or_default().to_string(),
-                version2: version == "2",
-            })
-        }
-        Ok(None) | Err(CliError::Api { status: 404, .. }) => Ok(KvMount {
-            path: String::new(),
-            version2: false,
-        }),
-        Err(e) => Err(e),
-    }
-}
-
-/// `ward operator init|unseal ...`
-pub(crate) async fn operator(argv: &[String]) -> Result<u8, CliError> {
-    match argv.split_first() {
-        Some((verb, rest)) if verb == "init" => operator_init(rest).await,
-        Some((verb, rest)) if verb == "unseal" => operator_unseal(rest).await,
-        _ => Err(CliError::local("usage: ward operator init|unseal [flags]")),
-    }
-}
-
-async fn operator_init(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(
-        argv,
-        &[("key-shares", Kind::Value), ("key-threshold", Kind::Value)],
-    )?;
-    let number = |name: &str, default: u32| -> Result<u32, CliError> {
-        args.value(name).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| CliError::local(format!("-{name} must be a number")))
-        })
-    };
-    let request = ward_api::InitRequest {
-        secret_shares: number("key-shares", 5)?,
-        secret_threshold: number("key-threshold", 3)?,
-        ..ward_api::InitRequest::default()
-    };
-    let client = Client::from_args(&args)?;
-    let body = serde_json::to_value(&request).map_err(|e| CliError::local(e.to_string()))?;
-    let response = client
-        .request("PUT", "sys/init", Some(&body))
-        .await?
-        .unwrap_or(Value::Null);
-    if is_json(&args) {
-        print_json(&response);
-        return Ok(0);
-    }
-    let init: ward_api::InitResponse = serde_json::from_value(response)
-        .map_err(|e| CliError::local(format!("unexpected init response: {e}")))?;
-    for (i, key) in init.keys_base64.iter().enumerate() {
-        println!("Unseal Key {}: {key}", i + 1);
-    }
-    println!("\nInitial Root Token: {}\n", init.root_token);
-    println!(
-        "Ward initialized with {} key shares and a key threshold of {}. Please securely\n\
-         distribute the key shares printed above: hand each one to a different person.\n\
-         When Ward is re-sealed, restarted, or stopped, you must supply at least {}\n\
-         of these keys to unseal it before it can start servicing requests.\n\n\
-         Ward does not store the generated root key. Without at least {} keys to\n\
-         reconstruct the root key, Ward will remain permanently sealed!",
-        request.secret_shares,
-        request.secret_threshold,
-        request.secret_threshold,
-        request.secret_threshold
-    );
-    Ok(0)
-}
-
-async fn operator_unseal(argv: &[String]) -> Result<u8, CliError> {
-    let args = parse(argv, &[("reset", Kind::Bool)])?;
-    let client = Client::from_args(&args)?;
-    let body = if args.flag("reset") {
-        json!({ "reset": true })
-    } else {
-        let key = match args.positional.first().map(String::as_str) {
-            Some("-") | None => read_key_from_stdin()?,
-            Some(key) => key.to_string(),
-        };
-        json!({ "key": key })
-    };
-    let response = client
-        .request("PUT", "sys/unseal", Some(&body))
-        .await?
-        .unwrap_or(Value::Null);
-    if is_json(&args) {
-        print_json(&response);
-        return Ok(0);
-    }
-    let status: ward_api::SealStatusResponse = serde_json::from_value(response)
-        .map_err(|e| CliError::local(format!("unexpected unseal response: {e}")))?;
     let mut rows = vec![
         ("Seal Type".to_string(), status.kind.clone()),
         ("Initialized".into(), status.initialized.to_string()),
@@ -400,41 +450,197 @@ async fn operator_unseal(argv: &[String]) -> Result<u8, CliError> {
             "Unseal Progress".into(),
             format!("{}/{}", status.progress, status.t),
         ));
+        rows.push(("Unseal Nonce".into(), or_na(&status.nonce)));
     }
-    rows.push(("Version".into(), status.version));
-    print_table(&rows);
+    rows.push(("Version".into(), status.version.clone()));
+    rows.push(("Build Date".into(), or_na(&status.build_date)));
+    rows.push(("Storage Type".into(), status.storage_type.clone()));
+    if !status.sealed {
+        rows.push(("Cluster Name".into(), status.cluster_name.clone()));
+        rows.push(("Cluster ID".into(), status.cluster_id.clone()));
+    }
+    rows.push(("HA Enabled".into(), "false".into()));
+    rows
+}
+
+/// `ward read PATH [k=v ...]`
+pub(crate) async fn read(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(argv, &[])?;
+    let path = cmd.path("ward read [flags] PATH [k=v ...]")?;
+    let query = query_string(&data_arguments(&cmd.positional()[1..])?);
+    let client = cmd.client()?;
+    match client.request("GET", &format!("{path}{query}"), None).await {
+        Err(e) if e.status() == Some(404) => no_value(&path),
+        result => cmd.show(&result?.unwrap_or(Value::Null)),
+    }
+}
+
+/// `ward write PATH [k=v ... | -]`
+pub(crate) async fn write(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(argv, &[("force", Kind::Bool), ("f", Kind::Bool)])?;
+    let usage = "ward write [flags] PATH [k=v ... | -]";
+    let path = cmd.path(usage)?;
+    let data = data_arguments(&cmd.positional()[1..])?;
+    if data.is_empty() && !cmd.args.flag("force") && !cmd.args.flag("f") {
+        return Err(CliError::usage(format!(
+            "no data to write; give k=v pairs, - for a JSON object on stdin, or -force to write nothing; usage: {usage}"
+        )));
+    }
+    let client = cmd.client()?;
+    let body = Value::Object(data);
+    match client.request("PUT", &path, Some(&body)).await? {
+        Some(response) => cmd.show(&response),
+        None => {
+            println!("Success! Data written to: {path}");
+            Ok(0)
+        }
+    }
+}
+
+/// `ward patch PATH [k=v ... | -]`: a JSON merge patch, as Vault's `patch`.
+pub(crate) async fn patch(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(argv, &[])?;
+    let usage = "ward patch [flags] PATH [k=v ... | -]";
+    let path = cmd.path(usage)?;
+    let data = data_arguments(&cmd.positional()[1..])?;
+    if data.is_empty() {
+        return Err(CliError::usage(format!("no data to patch; usage: {usage}")));
+    }
+    let client = cmd.client()?;
+    let body = Value::Object(data);
+    let request = crate::client::Request {
+        merge_patch: true,
+        ..crate::client::Request::new("PATCH", &path).body(&body)
+    };
+    match client.send(request).await? {
+        Some(response) => cmd.show(&response),
+        None => {
+            println!("Success! Data patched at: {path}");
+            Ok(0)
+        }
+    }
+}
+
+/// `ward list PATH`
+pub(crate) async fn list(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(argv, &[])?;
+    cmd.expect_args(1, "ward list [flags] PATH")?;
+    let path = cmd.path("ward list [flags] PATH")?;
+    let client = cmd.client()?;
+    let body = match client.request("LIST", &path, None).await {
+        Err(e) if e.status() == Some(404) => {
+            return no_value(&format!("{}/", path.trim_end_matches('/')))
+        }
+        result => result?.unwrap_or(Value::Null),
+    };
+    print_keys(&cmd, &body)
+}
+
+/// Prints `data.keys` of a LIST response.
+pub(crate) fn print_keys(cmd: &Cmd, body: &Value) -> Result<u8, CliError> {
+    let keys = &body["data"]["keys"];
+    if cmd.field().is_some() {
+        return cmd.show(body);
+    }
+    if !cmd.format.is_table() {
+        cmd.format.print(keys);
+        return Ok(0);
+    }
+    println!("Keys\n----");
+    for key in keys.as_array().into_iter().flatten() {
+        println!("{}", key.as_str().unwrap_or_default());
+    }
     Ok(0)
 }
 
-/// Reads one line from stdin; when stdin is a terminal, prompts and turns echo off while
-/// the key is typed (through `stty`, which keeps this crate free of unsafe code).
-fn read_key_from_stdin() -> Result<String, CliError> {
-    let stdin = std::io::stdin();
-    let terminal = stdin.is_terminal();
-    if terminal {
-        eprint!("Unseal Key (will be hidden): ");
-        let _ = std::io::stderr().flush();
-        set_echo(false);
-    }
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
-    if terminal {
-        set_echo(true);
-        eprintln!();
-    }
-    read.map_err(|e| CliError::local(format!("cannot read the unseal key: {e}")))?;
-    let key = line.trim().to_string();
-    if key.is_empty() {
-        return Err(CliError::local("no unseal key given"));
-    }
-    Ok(key)
+/// `ward delete PATH [k=v ...]`
+pub(crate) async fn delete(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(argv, &[])?;
+    let path = cmd.path("ward delete [flags] PATH [k=v ...]")?;
+    let query = query_string(&data_arguments(&cmd.positional()[1..])?);
+    let client = cmd.client()?;
+    client
+        .request("DELETE", &format!("{path}{query}"), None)
+        .await?;
+    println!("Success! Data deleted (if it existed) at: {path}");
+    Ok(0)
 }
 
-fn set_echo(on: bool) {
-    let _ = std::process::Command::new("stty")
-        .arg(if on { "echo" } else { "-echo" })
-        .stdin(std::process::Stdio::inherit())
-        .status();
+/// `ward unwrap [TOKEN]`: the wrapped response, unwrapped once. Without TOKEN the CLI's own
+/// token is the wrapping token.
+pub(crate) async fn unwrap(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(argv, &[])?;
+    if cmd.positional().len() > 1 {
+        return Err(CliError::usage(
+            "too many arguments; usage: ward unwrap [flags] [TOKEN]",
+        ));
+    }
+    let mut client = cmd.client()?;
+    if let Some(token) = cmd.positional().first() {
+        client = client.with_token(Some(token.clone()));
+    }
+    if client.token().is_none() {
+        return Err(CliError::usage(
+            "no wrapping token: give it as an argument (ward unwrap TOKEN)",
+        ));
+    }
+    let body = match client.request("PUT", "sys/wrapping/unwrap", None).await {
+        Err(CliError::Api(mut api)) if matches!(api.status, 400 | 403) => {
+            api.summary = "wrapping token is not valid or does not exist: a wrapping token works once, for its TTL; \
+                           check it was not already unwrapped, and that it was copied whole"
+                .into();
+            return Err(CliError::Api(api));
+        }
+        result => result?.unwrap_or(Value::Null),
+    };
+    cmd.show(&body)
+}
+
+/// `ward print token`: the token the CLI would send.
+pub(crate) fn print(argv: &[String]) -> Result<u8, CliError> {
+    match argv.first().map(String::as_str) {
+        Some("token") if argv.len() == 1 => match crate::client::configured_token() {
+            Some(token) => {
+                println!("{token}");
+                Ok(0)
+            }
+            None => Err(CliError::local(
+                "no token: not logged in (run ward login), and WARD_TOKEN is not set",
+            )),
+        },
+        _ => Err(CliError::usage("usage: ward print token")),
+    }
+}
+
+/// `ward path-help PATH`: the server's help for a path, when it has some.
+pub(crate) async fn path_help(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(argv, &[])?;
+    cmd.expect_args(1, "ward path-help [flags] PATH")?;
+    let path = cmd.path("ward path-help [flags] PATH")?;
+    let client = cmd.client()?;
+    let help = match client.request("GET", &format!("{path}?help=1"), None).await {
+        Ok(Some(body)) => body.get("help").and_then(Value::as_str).map(str::to_string),
+        Ok(None) => None,
+        Err(e) if matches!(e.status(), Some(400 | 404 | 405)) => None,
+        Err(e) => return Err(e),
+    };
+    match help {
+        Some(text) if !cmd.format.is_table() => {
+            cmd.format.print(&serde_json::json!({ "help": text }));
+            Ok(0)
+        }
+        Some(text) => {
+            println!("{text}");
+            Ok(0)
+        }
+        None => {
+            eprintln!(
+                "No help available for this path: {path}\n\nThis Ward server does not serve help texts for API paths yet. The API is \
+                 Vault's: see its documentation for {path}, and `ward secrets list` / `ward auth list` for what is mounted."
+            );
+            Ok(2)
+        }
+    }
 }
 
 /// `ward version`
@@ -447,37 +653,21 @@ pub(crate) fn version() -> u8 {
     0
 }
 
-fn one_path(args: &Args, command: &str) -> Result<String, CliError> {
-    args.positional
-        .first()
-        .map(|p| p.trim_start_matches('/').to_string())
-        .ok_or_else(|| CliError::local(format!("ward {command} needs a PATH")))
-}
-
-/// `k=v` arguments as a JSON object; `k=@file` reads the value from a file.
-fn pairs(items: &[String]) -> Result<Map<String, Value>, CliError> {
-    let mut data = Map::new();
-    for item in items {
-        let (key, value) = item.split_once('=').ok_or_else(|| {
-            CliError::local(format!(
-                "invalid key/value pair {item:?}: expected key=value"
-            ))
-        })?;
-        let value = match value.strip_prefix('@') {
-            Some(file) => std::fs::read_to_string(file)
-                .map_err(|e| CliError::local(format!("cannot read {file}: {e}")))?,
-            None => value.to_string(),
+pub(crate) fn query_string(data: &Map<String, Value>) -> String {
+    let mut parts = Vec::new();
+    for (key, value) in data {
+        let values: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
         };
-        data.insert(key.to_string(), Value::String(value));
+        for value in values {
+            parts.push(format!(
+                "{}={}",
+                encode(key),
+                encode(value.as_str().unwrap_or_default())
+            ));
+        }
     }
-    Ok(data)
-}
-
-fn query_string(data: &Map<String, Value>) -> String {
-    let parts: Vec<String> = data
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v.as_str().unwrap_or_default())))
-        .collect();
     if parts.is_empty() {
         String::new()
     } else {
@@ -485,7 +675,7 @@ fn query_string(data: &Map<String, Value>) -> String {
     }
 }
 
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -497,135 +687,56 @@ fn encode(text: &str) -> String {
     out
 }
 
-fn no_value(path: &str) -> Result<u8, CliError> {
+pub(crate) fn no_value(path: &str) -> Result<u8, CliError> {
     eprintln!("No value found at {path}");
     Ok(2)
 }
 
-/// Prints a logical response: the raw JSON, one field, or a table of the data (or auth).
-fn show_response(args: &Args, body: &Value) -> Result<u8, CliError> {
-    if let Some(field) = args.value("field") {
-        let source = if body["data"].is_object() {
-            &body["data"]
-        } else {
-            &body["auth"]
-        };
-        return print_field(source, field);
+/// Parses `k=v` strings into a map of strings (for `-metadata`, `-options`).
+pub(crate) fn string_pairs(flag: &str, items: &[String]) -> Result<Map<String, Value>, CliError> {
+    let mut map = Map::new();
+    for item in items {
+        let (key, value) = item.split_once('=').ok_or_else(|| {
+            CliError::usage(format!("invalid -{flag}={item}: expected key=value"))
+        })?;
+        map.insert(key.to_string(), Value::String(value.to_string()));
     }
-    if is_json(args) {
-        print_json(body);
-        return Ok(0);
-    }
-    let mut rows = Vec::new();
-    if let Some(lease_duration) = body["lease_duration"].as_u64().filter(|d| *d > 0) {
-        rows.push((
-            "refresh_interval".to_string(),
-            format_duration(lease_duration),
-        ));
-    }
-    if let Value::Object(auth) = &body["auth"] {
-        for (key, value) in auth {
-            rows.push((
-                format!("token_{key}").replace("token_client_token", "token"),
-                display(value),
-            ));
-        }
-    }
-    if let Value::Object(data) = &body["data"] {
-        rows.extend(data.iter().map(|(k, v)| (k.clone(), display(v))));
-    }
-    if let Value::Object(wrap) = &body["wrap_info"] {
-        rows.extend(
-            wrap.iter()
-                .map(|(k, v)| (format!("wrapping_{k}"), display(v))),
-        );
-    }
-    print_table(&rows);
-    Ok(0)
-}
-
-fn print_field(data: &Value, field: &str) -> Result<u8, CliError> {
-    match data.get(field) {
-        Some(Value::String(s)) => {
-            println!("{s}");
-            Ok(0)
-        }
-        Some(other) => {
-            println!("{other}");
-            Ok(0)
-        }
-        None => Err(CliError::local(format!(
-            "Field \"{field}\" not present in secret"
-        ))),
-    }
-}
-
-fn print_map(map: &Map<String, Value>) {
-    let rows: Vec<(String, String)> = map.iter().map(|(k, v)| (k.clone(), display(v))).collect();
-    print_table(&rows);
-}
-
-fn print_table(rows: &[(String, String)]) {
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(3).max(3);
-    println!("{:<width$}    Value", "Key");
-    println!("{:<width$}    -----", "---");
-    for (key, value) in rows {
-        println!("{key:<width$}    {value}");
-    }
-}
-
-fn banner(title: &str, body: &str) -> String {
-    let line = format!("====== {title} ======");
-    if body.is_empty() {
-        line
-    } else {
-        format!("{line}\n{body}\n")
-    }
-}
-
-fn display(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "n/a".into(),
-        other => other.to_string(),
-    }
-}
-
-fn format_duration(seconds: u64) -> String {
-    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
+    Ok(map)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kv_v2_paths_insert_the_section() {
-        let mount = KvMount {
-            path: "secret/".into(),
-            version2: true,
-        };
-        assert_eq!(
-            mount.api_path("secret/foo/bar", "data"),
-            ("secret/data/foo/bar".to_string(), true)
-        );
-        let v1 = KvMount {
-            path: "kv/".into(),
-            version2: false,
-        };
-        assert_eq!(v1.api_path("kv/foo", "data"), ("kv/foo".to_string(), false));
-    }
+    use serde_json::json;
 
     #[test]
     fn pairs_and_queries() {
-        let data = pairs(&["a=1".to_string(), "b=x=y".to_string()]).expect("valid");
+        let data = data_arguments(&["a=1".to_string(), "b=x=y".to_string()]).expect("valid");
         assert_eq!(Value::Object(data.clone()), json!({"a": "1", "b": "x=y"}));
-        assert!(pairs(&["novalue".to_string()]).is_err());
+        assert!(data_arguments(&["novalue".to_string()]).is_err());
         assert_eq!(query_string(&data), "?a=1&b=x%3Dy");
+        let repeated = data_arguments(&["p=a".to_string(), "p=b".to_string()]).expect("valid");
+        assert_eq!(Value::Object(repeated), json!({"p": ["a", "b"]}));
+    }
+
+    #[test]
+    fn fields_are_found_under_vault_cli_names() {
+        let body = json!({
+            "data": null,
+            "auth": {"client_token": "wrs.x", "accessor": "acc", "lease_duration": 60},
+            "wrap_info": null,
+        });
+        assert_eq!(find_field(&body, "token"), Some(json!("wrs.x")));
+        assert_eq!(find_field(&body, "token_accessor"), Some(json!("acc")));
+        assert_eq!(find_field(&body, "nope"), None);
+        let wrapped = json!({"wrap_info": {"token": "wrs.w", "ttl": 60}});
+        assert_eq!(find_field(&wrapped, "wrapping_token"), Some(json!("wrs.w")));
+    }
+
+    #[test]
+    fn durations_are_checked() {
+        assert_eq!(duration_value("ttl", "30").expect("ok"), json!(30));
+        assert_eq!(duration_value("ttl", "30m").expect("ok"), json!("30m"));
+        assert!(duration_value("ttl", "soon").is_err());
     }
 }

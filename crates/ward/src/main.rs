@@ -1,56 +1,107 @@
-//! `ward`: the one binary. `ward server` runs the vault; the other subcommands are the
-//! client (`status`, `read`, `write`, `list`, `delete`, `kv`, `operator`) and `version`.
+//! `ward`: the one binary. `ward server` runs the vault; the other verbs are the client
+//! (`status`, `login`, `read`, `write`, `kv`, `token`, `policy`, `secrets`, `operator`, ...).
 //!
 //! `main` only dispatches: the server's lifecycle is told in [`server::run`], each client
-//! verb in [`commands`]. Exit codes follow Vault's CLI: 0 success, 1 a local error (bad
-//! flags, unreachable server), 2 an error returned by the server (or a sealed `status`).
+//! verb in [`commands`], help texts and completion scripts in [`help`]. `-help` anywhere on
+//! the line (before `--`) prints the help of the deepest verb named. Exit codes: 0 success,
+//! 1 a local error (a file that cannot be read, a server that cannot be reached), 2 a usage
+//! error or an error answered by the server (and a sealed `status`).
 
 mod args;
 mod client;
 mod commands;
+mod hcl_fmt;
+mod help;
+mod output;
 mod server;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "Usage: ward <command> [args]
-
-Common commands:
-    server      Start a Ward server (-dev, or -config=FILE)
-    status      Print seal and HA status
-    read        Read data and retrieve secrets
-    write       Write data, configuration, and secrets
-    list        List data or secrets
-    delete      Delete secrets and configuration
-    kv          Interact with the key/value secrets engine (get, put)
-    operator    Perform operator-specific tasks (init, unseal)
-    version     Print the Ward version";
+use client::CliError;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = argv.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(1);
+        eprintln!("{}", help::usage());
+        return ExitCode::from(2);
     };
     match command.as_str() {
-        "server" => server::run(rest),
-        "version" | "-version" | "--version" | "-v" => ExitCode::from(commands::version()),
-        "help" | "-help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        "status" | "read" | "write" | "list" | "delete" | "kv" | "operator" => {
-            client_command(command, rest)
-        }
-        other => {
-            eprintln!("Unknown command {other:?}\n\n{USAGE}");
-            ExitCode::from(1)
+        "server" if !wants_help(rest) => return server::run(rest),
+        "agent" => return agent(rest),
+        "version" | "-version" | "--version" | "-v" => return ExitCode::from(commands::version()),
+        "help" | "-help" | "--help" | "-h" => return print_help(rest),
+        _ => {}
+    }
+    if wants_help(rest) {
+        return print_help(&argv);
+    }
+    let result = match command.as_str() {
+        "completion" => completion(rest),
+        "print" => commands::print(rest),
+        "status" | "login" | "read" | "write" | "list" | "delete" | "patch" | "kv" | "token"
+        | "lease" | "policy" | "secrets" | "auth" | "audit" | "operator" | "unwrap"
+        | "path-help" => client_command(command, rest),
+        other => Err(CliError::usage(format!(
+            "unknown command {other:?}; see: ward -help"
+        ))),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-/// Runs one client verb on a single-threaded runtime and turns its result into an exit code.
-fn client_command(command: &str, rest: &[String]) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// Whether `-h`, `-help` or `--help` appears before `--`.
+fn wants_help(argv: &[String]) -> bool {
+    argv.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| matches!(a.as_str(), "-h" | "-help" | "--help"))
+}
+
+/// `ward help [VERB...]`, `ward VERB -help`: help for the deepest verb named, else the list.
+fn print_help(words: &[String]) -> ExitCode {
+    let words: Vec<String> = words
+        .iter()
+        .filter(|w| !w.starts_with('-'))
+        .cloned()
+        .collect();
+    if words.is_empty() {
+        println!("{}", help::usage());
+        return ExitCode::SUCCESS;
+    }
+    match help::for_words(&words) {
+        Some(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("Unknown command {:?}\n\n{}", words[0], help::usage());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn completion(argv: &[String]) -> Result<u8, CliError> {
+    match argv {
+        [shell] => match help::completion(shell) {
+            Some(script) => {
+                print!("{script}");
+                Ok(0)
+            }
+            None => Err(CliError::usage(format!(
+                "no completion for shell {shell:?}: use bash, zsh or fish"
+            ))),
+        },
+        _ => Err(CliError::usage("usage: ward completion bash|zsh|fish")),
+    }
+}
+
+/// `ward agent ...`: the sidecar, in its own crate with its own flags and help.
+fn agent(argv: &[String]) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -60,24 +111,37 @@ fn client_command(command: &str, rest: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
+    let code = runtime.block_on(ward_agent::run_from_args(argv.to_vec()));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs one client verb on a single-threaded runtime.
+fn client_command(command: &str, rest: &[String]) -> Result<u8, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::local(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
         match command {
             "status" => commands::status(rest).await,
+            "login" => commands::login::run(rest).await,
             "read" => commands::read(rest).await,
             "write" => commands::write(rest).await,
             "list" => commands::list(rest).await,
             "delete" => commands::delete(rest).await,
-            "kv" => commands::kv(rest).await,
-            _ => commands::operator(rest).await,
+            "patch" => commands::patch(rest).await,
+            "kv" => commands::kv::run(rest).await,
+            "token" => commands::token::run(rest).await,
+            "lease" => commands::token::lease(rest).await,
+            "policy" => commands::policy::run(rest).await,
+            "secrets" => commands::mounts::secrets(rest).await,
+            "auth" => commands::mounts::auth(rest).await,
+            "audit" => commands::mounts::audit(rest).await,
+            "operator" => commands::operator::run(rest).await,
+            "unwrap" => commands::unwrap(rest).await,
+            _ => commands::path_help(rest).await,
         }
-    });
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    })
 }
 
 /// The first of these environment variables that is set and not empty.

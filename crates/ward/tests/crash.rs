@@ -26,11 +26,19 @@ impl Http {
     fn connect(address: &str) -> std::io::Result<Http> {
         let stream = TcpStream::connect(address.trim_start_matches("http://"))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Http { stream: BufReader::new(stream) })
+        Ok(Http {
+            stream: BufReader::new(stream),
+        })
     }
 
     /// Sends a request; returns (status, body). Errors when the connection breaks.
-    fn call(&mut self, method: &str, path: &str, token: &str, body: &str) -> std::io::Result<(u16, String)> {
+    fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: ward\r\nX-Vault-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -38,14 +46,24 @@ impl Http {
         self.stream.get_mut().write_all(request.as_bytes())?;
         let mut status_line = String::new();
         if self.stream.read_line(&mut status_line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ));
         }
-        let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut length = 0usize;
         loop {
             let mut line = String::new();
             if self.stream.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed in headers"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed in headers",
+                ));
             }
             let line = line.trim_end();
             if line.is_empty() {
@@ -104,7 +122,10 @@ fn field(body: &str, pointer: &str) -> String {
 
 #[test]
 fn sigkill_during_writes_loses_no_acknowledged_write() {
-    let cycles: usize = std::env::var("WARD_SERVER_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let cycles: usize = std::env::var("WARD_SERVER_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("ward.hcl");
     std::fs::write(
@@ -119,14 +140,28 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
     // Initialise once with a single key share.
     let (mut child, address) = start(&config);
     let mut http = Http::connect(&address).expect("connect");
-    let (status, init) = http.call("PUT", "/v1/sys/init", "", r#"{"secret_shares":1,"secret_threshold":1}"#).expect("init");
+    let (status, init) = http
+        .call(
+            "PUT",
+            "/v1/sys/init",
+            "",
+            r#"{"secret_shares":1,"secret_threshold":1}"#,
+        )
+        .expect("init");
     assert_eq!(status, 200, "{init}");
-    let key: String = serde_json::from_str::<serde_json::Value>(&init).expect("json")["keys"][0].as_str().expect("key").to_string();
+    let key: String = serde_json::from_str::<serde_json::Value>(&init).expect("json")["keys"][0]
+        .as_str()
+        .expect("key")
+        .to_string();
     let root = field(&init, "/root_token");
     let unseal_body = format!(r#"{{"key":"{key}"}}"#);
-    let (status, _) = http.call("PUT", "/v1/sys/unseal", "", &unseal_body).expect("unseal");
+    let (status, _) = http
+        .call("PUT", "/v1/sys/unseal", "", &unseal_body)
+        .expect("unseal");
     assert_eq!(status, 200);
-    let (status, body) = http.call("POST", "/v1/sys/mounts/kv", &root, r#"{"type":"kv"}"#).expect("mount");
+    let (status, body) = http
+        .call("POST", "/v1/sys/mounts/kv", &root, r#"{"type":"kv"}"#)
+        .expect("mount");
     assert_eq!(status, 204, "{body}");
     drop(http);
     child.kill().expect("kill");
@@ -137,7 +172,9 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
     for cycle in 0..cycles {
         let (mut child, address) = start(&config);
         let mut http = Http::connect(&address).expect("connect");
-        let (status, body) = http.call("PUT", "/v1/sys/unseal", "", &unseal_body).expect("unseal");
+        let (status, body) = http
+            .call("PUT", "/v1/sys/unseal", "", &unseal_body)
+            .expect("unseal");
         assert_eq!(status, 200, "cycle {cycle}: {body}");
 
         let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -149,7 +186,9 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
             let address = address.clone();
             let root = root.clone();
             writers.push(std::thread::spawn(move || {
-                let Ok(mut http) = Http::connect(&address) else { return };
+                let Ok(mut http) = Http::connect(&address) else {
+                    return;
+                };
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("c{cycle}-w{writer}-{n}");
@@ -187,15 +226,29 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
 
         let (mut child, address) = start(&config);
         let mut http = Http::connect(&address).expect("connect");
-        let (status, _) = http.call("PUT", "/v1/sys/unseal", "", &unseal_body).expect("unseal");
+        let (status, _) = http
+            .call("PUT", "/v1/sys/unseal", "", &unseal_body)
+            .expect("unseal");
         assert_eq!(status, 200);
         for (key, value) in &acknowledged {
-            let (status, body) = http.call("GET", &format!("/v1/kv/{key}"), &root, "").expect("read");
-            assert_eq!(status, 200, "cycle {cycle}: acknowledged write {key} is missing after SIGKILL: {body}");
-            assert_eq!(field(&body, "/data/value"), *value, "cycle {cycle}: {key} came back different");
+            let (status, body) = http
+                .call("GET", &format!("/v1/kv/{key}"), &root, "")
+                .expect("read");
+            assert_eq!(
+                status, 200,
+                "cycle {cycle}: acknowledged write {key} is missing after SIGKILL: {body}"
+            );
+            assert_eq!(
+                field(&body, "/data/value"),
+                *value,
+                "cycle {cycle}: {key} came back different"
+            );
         }
         child.kill().expect("kill");
         child.wait().expect("wait");
     }
-    assert!(total_acknowledged > cycles, "the writers must have made progress ({total_acknowledged} writes)");
+    assert!(
+        total_acknowledged > cycles,
+        "the writers must have made progress ({total_acknowledged} writes)"
+    );
 }

@@ -207,7 +207,7 @@ fn dev_server_and_client_verbs() {
     check(&server.ward(home, &["delete", "secret/metadata/app"]), 0);
     check(&server.ward(home, &["kv", "get", "secret/app"]), 2);
 
-    // Server errors exit 2 with the server's message; local errors exit 1.
+    // Server errors and usage errors exit 2 with the message; local errors exit 1.
     let denied = Command::new(WARD)
         .args(["read", "secret/data/app"])
         .env("WARD_ADDR", &server.address)
@@ -221,14 +221,14 @@ fn dev_server_and_client_verbs() {
             .ward(home, &["read", "-no-such-flag", "x"])
             .status
             .code(),
-        Some(1)
+        Some(2)
     );
     assert_eq!(
         server
             .ward(home, &["kv", "put", "secret/app", "novalue"])
             .status
             .code(),
-        Some(1)
+        Some(2)
     );
     server.stop();
 }
@@ -263,7 +263,7 @@ fn config_server_init_unseal_restart_keeps_data() {
         0,
     );
     assert!(
-        init.contains("hand each one to a different person"),
+        init.contains("Hand each key share to a different person"),
         "{init}"
     );
     let keys: Vec<String> = init
