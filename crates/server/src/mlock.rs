@@ -1,4 +1,5 @@
-//! Locking the process's memory so that keys and secrets are never written to swap.
+//! Locking the process's memory so that keys and secrets are never written to swap, and the
+//! one other process-wide signal setting the binary needs (SIGPIPE for the CLI).
 //!
 //! This is the workspace's one reviewed exception to `unsafe_code = "deny"`: `mlockall` has
 //! no safe wrapper in the dependencies we already have, and the call itself touches no Rust
@@ -16,5 +17,20 @@ pub fn lock_all_memory() -> Result<(), std::io::Error> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Restores the default action of SIGPIPE (terminate quietly), which the Rust runtime sets
+/// to "ignore". A command-line tool piped into `head` should stop when the pipe closes, as
+/// every Unix tool does, instead of failing with an EPIPE panic on its next print.
+///
+/// The second reviewed `unsafe` call of this module, for the same reason as `mlockall`:
+/// `signal` takes two integers and touches no Rust memory.
+#[allow(unsafe_code)]
+pub fn default_sigpipe() {
+    // SAFETY: signal() with SIG_DFL installs no Rust handler and reads or writes no memory
+    // owned by Rust; it is called once at start, before any thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

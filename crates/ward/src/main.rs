@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use client::CliError;
 
 fn main() -> ExitCode {
+    ward_server::mlock::default_sigpipe();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = argv.split_first() else {
         eprintln!("{}", help::usage());
