@@ -2,15 +2,17 @@
 //!
 //! `handle_request` reads top to bottom like the request path: sealed? → quotas → route →
 //! authenticate → create or update → authorise (`check`) → audit the request (fail closed) →
-//! dispatch → use count → wrap (`execute`) → audit the response → metrics. The audit, quota
-//! and metrics steps are in `audit::hooks`. Everything it calls sits
-//! below it: the router, the token store, the policy store, the engines. Nothing below holds a
-//! pointer back to the core.
+//! dispatch → use count → wrap (`execute`) → audit the response → metrics. When the ACL
+//! decision carries a control group, the request is held instead of dispatched
+//! (`approvals::control_group`) and runs later, on unwrap, through `execute_approved`. The
+//! audit, quota and metrics steps are in `audit::hooks`. Everything it calls sits below it:
+//! the router, the token store, the policy store, the engines. Nothing below holds a pointer
+//! back to the core.
 
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
-use ward_policy::{Acl, IdentityContext};
+use ward_policy::{Acl, ControlGroup, IdentityContext};
 use ward_storage::Physical;
 use zeroize::Zeroizing;
 
@@ -99,6 +101,8 @@ pub struct Core {
     lifecycle: tokio::sync::Mutex<()>,
     /// Generate-root and rekey attempts.
     pub(crate) operator: crate::operator::Operator,
+    /// Control groups and access requests: the gatekeeper client and the record lock.
+    pub(crate) approvals: crate::approvals::Approvals,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) alerts: Arc<crate::alerts::Alerts>,
     /// Audit device types (`file` built in; the server adds `socket`).
@@ -122,6 +126,7 @@ impl Core {
             clock: Clock::default(),
             lifecycle: tokio::sync::Mutex::new(()),
             operator: crate::operator::Operator::default(),
+            approvals: crate::approvals::Approvals::default(),
         })
     }
 
@@ -242,7 +247,9 @@ impl Core {
         let checked = self.check(&state, &request, &mut trail).await;
         self.audit_request(&state, &trail, &request, checked.as_ref().err()).await?;
         let result = match checked {
-            Ok((target, operation, caller)) => self.execute(&state, &request, target, operation, caller).await,
+            Ok((target, operation, caller, None)) => self.execute(&state, &request, target, operation, caller).await,
+            // A control group holds the request back: stored, answered with a wrapping token.
+            Ok((_, _, caller, Some(group))) => self.defer_to_control_group(&state, &request, caller, group).await,
             Err(error) => Err(error),
         };
         let result = self.audit_response(&state, &trail, &request, result).await;
@@ -252,7 +259,8 @@ impl Core {
 
     /// Quotas, route, authentication and authorisation: everything decided before the
     /// request entry is audited and the request runs.
-    async fn check(&self, state: &State, request: &Request, trail: &mut crate::audit::Trail) -> Result<(Target, Operation, Option<Caller>), Error> {
+    #[allow(clippy::type_complexity)]
+    async fn check(&self, state: &State, request: &Request, trail: &mut crate::audit::Trail) -> Result<(Target, Operation, Option<Caller>, Option<ControlGroup>), Error> {
         self.limit(state, request, None, crate::audit::QuotaPhase::BeforeAuthentication, trail)?;
         let target = self.resolve(state, &request.path)?;
         trail.mount = Some(target.audit_mount());
@@ -262,8 +270,8 @@ impl Core {
         let operation = self.operation(&target, request, caller.as_ref()).await?;
         trail.operation = Some(operation);
         self.limit(state, request, caller.as_ref(), crate::audit::QuotaPhase::AfterAuthentication, trail)?;
-        self.authorize(caller.as_ref(), &target, operation, request)?;
-        Ok((target, operation, caller))
+        let control_group = self.authorize(caller.as_ref(), &target, operation, request)?;
+        Ok((target, operation, caller, control_group))
     }
 
     /// Dispatch, the token's use count, and wrapping.
@@ -276,15 +284,15 @@ impl Core {
             }
             None => (None, false),
         };
-        let response = self.dispatch(&state, &target, operation, &request, caller.as_ref()).await;
+        let response = self.dispatch(state, &target, operation, request, caller.as_ref()).await;
         if let (Some(caller), true) = (&caller, last_use) {
-            self.revoke_token_tree(&state, &caller.entry).await?;
+            self.revoke_token_tree(state, &caller.entry).await?;
         }
         let mut response = response?;
         response.request_id = request.id.clone();
         match request.wrap_ttl {
             Some(ttl) if !response.is_empty() && !is_wrapping_exempt(&request.path) => {
-                self.wrap_response(&state, response, ttl, &request.path, caller.as_ref()).await
+                self.wrap_response(state, response, ttl, &request.path, caller.as_ref()).await
             }
             _ => Ok(response),
         }
@@ -450,8 +458,10 @@ impl Core {
         state.policies.acl(&names, &resolved.context, &key).await
     }
 
-    fn authorize(&self, caller: Option<&Caller>, target: &Target, operation: Operation, request: &Request) -> Result<(), Error> {
-        let Some(caller) = caller else { return Ok(()) };
+    /// The ACL check. `Ok(Some(group))` means allowed, but held until the control group's
+    /// factors are approved.
+    fn authorize(&self, caller: Option<&Caller>, target: &Target, operation: Operation, request: &Request) -> Result<Option<ControlGroup>, Error> {
+        let Some(caller) = caller else { return Ok(None) };
         let requires_sudo = match target {
             Target::System(path) => crate::sys::requires_sudo(path, operation),
             Target::Token(path) => crate::token::endpoints::requires_sudo(path, operation),
@@ -464,7 +474,7 @@ impl Core {
         };
         if let Target::System(path) = target {
             if crate::sys::authorizes_itself(path) {
-                return Ok(());
+                return Ok(None);
             }
         }
         let acl_path = acl_path(&request.path, operation);
@@ -480,7 +490,7 @@ impl Core {
             requires_sudo,
         });
         if decision.allowed {
-            Ok(())
+            Ok(decision.control_group.filter(|_| crate::approvals::control_group::applies(&request.path)))
         } else {
             let reason = decision.denial.map(|d| d.to_string()).unwrap_or_default();
             tracing::debug!(path = %request.path, operation = operation.as_str(), %reason, "permission denied");
@@ -490,6 +500,15 @@ impl Core {
                 format!("permission denied: {reason}")
             }))
         }
+    }
+
+    /// Runs a held request once its control group is satisfied, as `caller` (the requester):
+    /// routed again, authorised again with the caller's current policies, dispatched.
+    pub(crate) async fn execute_approved(&self, state: &Arc<State>, request: &Request, caller: &Caller) -> Result<Response, Error> {
+        let target = self.resolve(state, &request.path)?;
+        let operation = self.operation(&target, request, Some(caller)).await?;
+        self.authorize(Some(caller), &target, operation, request)?;
+        self.dispatch(state, &target, operation, request, Some(caller)).await
     }
 
     async fn dispatch(

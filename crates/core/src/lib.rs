@@ -6,6 +6,7 @@
 //! it to [`Core::handle_request`]. Engines see only [`engine`]'s API.
 
 pub mod alerts;
+pub mod approvals;
 pub mod audit;
 pub mod barrier;
 pub mod cidr;

@@ -1,5 +1,7 @@
 //! The `sys/` backend: mounts, auth methods, policies, capabilities, key rotation, sealing
-//! and the UI's mount lookup. Response wrapping lives in `wrapping`.
+//! and the UI's mount lookup. Response wrapping lives in `wrapping`; control groups
+//! (`sys/control-group/*`, `sys/config/control-group`) and access requests (`sys/access/*`)
+//! are routed from here to `approvals`.
 //!
 //! The seal-status family (`sys/init`, `sys/unseal`, `sys/health`, ...) is not here: those
 //! endpoints answer while sealed and without a token, so the server calls the core's
@@ -24,7 +26,9 @@ pub(crate) fn is_unauthenticated(path: &str) -> bool {
 
 /// `sys/` paths whose handler checks the caller itself instead of the ACL on the path.
 pub(crate) fn authorizes_itself(path: &str) -> bool {
-    path.starts_with("internal/ui/mounts")
+    // The approvals inbox and access requests check membership and requester themselves
+    // (`approvals`): each answer holds only what the caller may see or act on.
+    path.starts_with("internal/ui/mounts") || path.trim_end_matches('/') == "control-group/pending" || path.starts_with("access/requests")
 }
 
 /// Root-protected `sys/` paths: they need `sudo` on top of the operation's capability.
@@ -69,6 +73,10 @@ impl Core {
             }
             (["alerts", ..], _) => self.alerts.handle(trimmed.trim_start_matches("alerts"), operation, data).await?,
             (["metrics"], Operation::Read) => self.metrics_endpoint(data),
+            (["control-group", ..], _) | (["config", "control-group"], _) => {
+                self.handle_control_group(state, trimmed, operation, request, caller).await?
+            }
+            (["access", ..], _) => self.handle_access(state, trimmed, operation, request, caller).await?,
             (["mounts"], Operation::Read) => Response::with_data(self.mount_listing(state, Table::Secrets)),
             (["auth"], Operation::Read) => Response::with_data(self.mount_listing(state, Table::Auth)),
             (["mounts", ..], _) | (["auth", ..], _) => {

@@ -3,6 +3,10 @@
 //! The wrapping token carries only the internal `response-wrapping` policy and one use. The
 //! response is stored under its cubbyhole as `response`; unwrapping reads it and revokes the
 //! token in the same critical section, so a wrapping token unwraps exactly once.
+//!
+//! A control-group token (see `approvals::control_group`) holds no response: its unwrap
+//! answers 403 with the approval status until every factor is satisfied, then runs the held
+//! request as the requester, once.
 
 use std::sync::Arc;
 
@@ -15,10 +19,10 @@ use crate::error::Error;
 use crate::mounts::Table;
 use crate::request::{AuthResponse, LeaseResponse, Request, Response, WrapInfo};
 use crate::token::endpoints::{lifetime, LifetimeRequest};
-use crate::token::TokenEntry;
+use crate::token::{Minted, TokenEntry};
 use crate::view::StorageView;
 
-const INVALID: &str = "wrapping token is not valid or does not exist";
+pub(crate) const INVALID: &str = "wrapping token is not valid or does not exist";
 
 impl Core {
     /// Replaces a response with a wrapping token holding it.
@@ -30,6 +34,22 @@ impl Core {
         creation_path: &str,
         _caller: Option<&Caller>,
     ) -> Result<Response, Error> {
+        let (minted, mut wrap_info) = self.mint_wrapping_token(state, ttl, creation_path, None).await?;
+        let stored = serde_json::to_vec(&encode(&response)).map_err(|e| Error::internal(e.to_string()))?;
+        self.cubbyhole(state, &minted.entry.cubbyhole_id)?.put("response", &stored).await?;
+        wrap_info.wrapped_accessor = response.auth.as_ref().map(|a| a.accessor.clone()).unwrap_or_default();
+        Ok(Response { request_id: response.request_id.clone(), wrap_info: Some(wrap_info), ..Response::default() })
+    }
+
+    /// Mints a single-use wrapping token with the `response-wrapping` policy. `marker`, when
+    /// given, is set in the token's metadata (a control-group token holds no response).
+    pub(crate) async fn mint_wrapping_token(
+        &self,
+        state: &State,
+        ttl: u64,
+        creation_path: &str,
+        marker: Option<&str>,
+    ) -> Result<(Minted, WrapInfo), Error> {
         if ttl == 0 {
             return Err(Error::invalid("wrapping TTL must be greater than zero"));
         }
@@ -49,6 +69,9 @@ impl Core {
         let mut meta = std::collections::BTreeMap::new();
         meta.insert("creation_path".to_string(), creation_path.to_string());
         meta.insert("creation_time".to_string(), creation_time.clone());
+        if let Some(marker) = marker {
+            meta.insert(marker.to_string(), "true".to_string());
+        }
         let entry = TokenEntry {
             policies: vec!["response-wrapping".into()],
             meta,
@@ -64,21 +87,15 @@ impl Core {
             ..TokenEntry::default()
         };
         let minted = state.tokens.create(entry, None).await?;
-        let stored = serde_json::to_vec(&encode(&response)).map_err(|e| Error::internal(e.to_string()))?;
-        self.cubbyhole(state, &minted.entry.cubbyhole_id)?.put("response", &stored).await?;
-        let wrapped_accessor = response.auth.as_ref().map(|a| a.accessor.clone()).unwrap_or_default();
-        Ok(Response {
-            request_id: response.request_id.clone(),
-            wrap_info: Some(WrapInfo {
-                token: minted.id.to_string(),
-                accessor: minted.entry.accessor.clone(),
-                ttl: life.ttl,
-                creation_time,
-                creation_path: creation_path.to_string(),
-                wrapped_accessor,
-            }),
-            ..Response::default()
-        })
+        let wrap_info = WrapInfo {
+            token: minted.id.to_string(),
+            accessor: minted.entry.accessor.clone(),
+            ttl: life.ttl,
+            creation_time,
+            creation_path: creation_path.to_string(),
+            wrapped_accessor: String::new(),
+        };
+        Ok((minted, wrap_info))
     }
 
     /// `sys/wrapping/wrap`: wraps the request body itself.
@@ -93,7 +110,11 @@ impl Core {
     /// `sys/wrapping/unwrap`: returns the wrapped response once.
     pub(crate) async fn unwrap(&self, state: &Arc<State>, request: &Request, caller: Option<&Caller>) -> Result<Response, Error> {
         let token = wrapping_token(request, caller)?;
-        let _guard = state.unwrap_lock.lock().await;
+        let guard = state.unwrap_lock.lock().await;
+        if let Some(entry) = self.control_group_token(state, &token).await? {
+            drop(guard);
+            return self.unwrap_control_group(state, &entry, request, caller).await;
+        }
         let (entry, stored) = self.wrapped(state, &token).await?;
         self.remove_token(state, &entry).await?;
         let mut response = decode(&stored)?;
@@ -130,6 +151,12 @@ impl Core {
         let wrapped = self.wrap_response(state, response, entry.creation_ttl, &path, caller).await?;
         self.remove_token(state, &entry).await?;
         Ok(wrapped)
+    }
+
+    /// The entry of a wrapping token that stands for a pending control-group request.
+    async fn control_group_token(&self, state: &State, token: &str) -> Result<Option<Arc<TokenEntry>>, Error> {
+        let entry = state.tokens.lookup(token, self.now_unix()).await?;
+        Ok(entry.filter(|e| e.wrapping && e.meta.contains_key(crate::approvals::control_group::TOKEN_MARKER)))
     }
 
     async fn wrapped(&self, state: &State, token: &str) -> Result<(Arc<TokenEntry>, Vec<u8>), Error> {

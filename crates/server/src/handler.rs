@@ -36,6 +36,8 @@ pub struct Handler {
     core: Arc<Core>,
     /// The listener's `max_request_size` in bytes; `None` means no limit.
     max_request_size: Option<u64>,
+    /// The web UI at `/ui/`, when enabled (`ui = true`).
+    ui: Option<Arc<crate::ui::Ui>>,
 }
 
 impl Handler {
@@ -43,7 +45,17 @@ impl Handler {
         Handler {
             core,
             max_request_size,
+            ui: None,
         }
+    }
+
+    /// Serves the web UI at `/ui/` too; `secure_cookies` on TLS listeners.
+    pub fn with_ui(mut self, secure_cookies: bool) -> Handler {
+        self.ui = Some(Arc::new(crate::ui::Ui::new(
+            self.core.clone(),
+            secure_cookies,
+        )));
+        self
     }
 
     pub fn core(&self) -> &Arc<Core> {
@@ -87,6 +99,12 @@ impl Handler {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let Some(ui) = &self.ui {
+            let path = request.uri().path();
+            if path == "/ui" || path.starts_with("/ui/") {
+                return ui.handle(request, remote_address).await;
+            }
+        }
         let Some(raw_path) = request.uri().path().strip_prefix("/v1/") else {
             return error_body(StatusCode::NOT_FOUND, &[]);
         };
@@ -186,19 +204,9 @@ impl From<BodyError> for Failure {
     }
 }
 
-/// The one mapping from the core's error kinds to HTTP statuses.
+/// A core error as the `{"errors": [...]}` body with its status.
 pub(crate) fn core_error(error: Error, request_id: &str) -> HttpResponse {
-    let status = match &error {
-        Error::Sealed => StatusCode::SERVICE_UNAVAILABLE,
-        Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
-        Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-        Error::NotFound { .. } | Error::UnsupportedPath(_) => StatusCode::NOT_FOUND,
-        Error::UnsupportedOperation(_) => StatusCode::METHOD_NOT_ALLOWED,
-        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let status = status_of(&error);
     match &error {
         Error::Internal(detail) => tracing::error!(request_id, %detail, "internal error"),
         Error::Unavailable(detail) => tracing::warn!(request_id, %detail, "storage unavailable"),
@@ -227,6 +235,21 @@ pub(crate) fn core_error(error: Error, request_id: &str) -> HttpResponse {
             response
         }
         _ => error_body(status, &messages),
+    }
+}
+
+/// The one mapping from the core's error kinds to HTTP statuses (the API and the web UI).
+pub(crate) fn status_of(error: &Error) -> StatusCode {
+    match error {
+        Error::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+        Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound { .. } | Error::UnsupportedPath(_) => StatusCode::NOT_FOUND,
+        Error::UnsupportedOperation(_) => StatusCode::METHOD_NOT_ALLOWED,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -10,14 +10,18 @@
 //! This crate is the only one that knows HTTP status codes; the core answers with
 //! `ward_core::Error` kinds and `handler` maps them in one `match`.
 
+pub mod alert_webhook;
+pub mod audit_socket;
 mod body;
 pub mod config;
+pub mod gatekeeper;
 pub mod handler;
 pub mod mlock;
 mod operator;
 mod raw;
 pub mod serve;
 pub mod tls;
+pub mod ui;
 mod uri;
 
 use std::fmt;
@@ -93,5 +97,11 @@ pub fn build_core(config: &config::Config, physical: Arc<dyn Physical>) -> Arc<C
         cluster_name: config.cluster_name.clone().unwrap_or(defaults.cluster_name),
         storage_type: config.storage.kind().to_string(),
     };
-    Core::new(core_config, physical, ward_engines::registry())
+    let core = Core::new(core_config, physical, ward_engines::registry());
+    // Access-request gatekeeper webhooks; without the client such roles deny every request.
+    match gatekeeper::HttpGatekeeper::new() {
+        Ok(client) => core.set_gatekeeper(Arc::new(client)),
+        Err(e) => tracing::warn!(error = %e, "access-request gatekeeper webhooks are unavailable"),
+    }
+    core
 }

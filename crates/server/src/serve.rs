@@ -34,6 +34,8 @@ pub struct BoundListener {
     tls: Option<TlsAcceptor>,
     max_request_size: Option<u64>,
     local_addr: SocketAddr,
+    /// Serve the web UI at `/ui/` on this listener.
+    ui: bool,
 }
 
 impl BoundListener {
@@ -57,7 +59,14 @@ impl BoundListener {
             tls,
             max_request_size: listener.max_request_size,
             local_addr,
+            ui: false,
         })
+    }
+
+    /// Serves the web UI at `/ui/` on this listener too (the configuration's `ui`).
+    pub fn with_ui(mut self, enabled: bool) -> BoundListener {
+        self.ui = enabled;
+        self
     }
 
     /// The address actually bound (the real port when the configuration said 0).
@@ -99,7 +108,12 @@ pub fn start(core: Arc<Core>, listeners: Vec<BoundListener>) -> Running {
     let accept_loops = listeners
         .into_iter()
         .map(|listener| {
-            let handler = Arc::new(Handler::new(core.clone(), listener.max_request_size));
+            let mut handler = Handler::new(core.clone(), listener.max_request_size);
+            if listener.ui {
+                // `Secure` cookies only where the browser will send them back: over TLS.
+                handler = handler.with_ui(listener.is_tls());
+            }
+            let handler = Arc::new(handler);
             tokio::spawn(accept_loop(
                 listener,
                 handler,

@@ -155,7 +155,7 @@ async fn serve(options: Options, started: Instant) -> anyhow::Result<()> {
     let mlock = lock_memory(&config, dev.is_some());
     let mut listeners = Vec::new();
     for listener in &config.listeners {
-        listeners.push(BoundListener::bind(listener).await?);
+        listeners.push(BoundListener::bind(listener).await?.with_ui(config.ui));
     }
     let physical = ward_server::open_storage(&config.storage).await?;
     let core = ward_server::build_core(&config, physical);

@@ -1,12 +1,13 @@
 //! Audit devices: the [`AuditSink`] trait (where lines go), the file sink (`file_path`, also
 //! `stdout` and `discard`), and the per-device writer task.
 //!
-//! Each device is one task that owns its sink and its end of the hash chain. Requests hand it
-//! serialised entries over a bounded channel and wait for the acknowledgement; the task takes
-//! everything queued, frames the lines (chain hash included), writes them with one call and
-//! acknowledges them together, so concurrent requests share a write. A write that does not
-//! finish within the device's timeout fails the batch: the requests waiting on it count this
-//! device as failed and carry on with the others. Sockets are not opened here (the core opens
+//! Each device has one writer ([`DeviceWriter`]) that owns its sink and its end of the hash
+//! chain behind a lock. Requests queue serialised entries and either write the queue
+//! themselves or wait for the request that is writing; a writer frames every queued line
+//! (chain hash included), writes them with one call and acknowledges them together, so
+//! concurrent requests share a write and an uncontended one needs no hand-off to another
+//! task. A write that does not finish within the device's timeout fails the batch: the
+//! requests waiting on it count this device as failed and carry on with the others. Sockets are not opened here (the core opens
 //! no sockets): the server registers a sink factory for `socket`.
 
 use std::collections::BTreeMap;
@@ -14,11 +15,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 use super::chain;
 
@@ -231,90 +233,196 @@ impl AuditSink for DiscardSink {
     }
 }
 
-/// What a request or the broker asks of a device task.
-pub(crate) enum Job {
-    /// A serialised entry; the answer says whether it reached the sink.
-    Entry { entry: Vec<u8>, done: oneshot::Sender<bool> },
-    /// Reopen the sink; answers with the chain's last hash (to persist) or the failure.
-    Reopen { done: oneshot::Sender<Result<[u8; 32], String>> },
-}
+/// Reports a device failure (metrics, alerts); never given secret material.
+pub(crate) type FailureHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// An entry waiting to be written, and the request waiting for it.
+type Queued = (Vec<u8>, oneshot::Sender<bool>);
 
 /// The most entries one write takes.
 const MAX_BATCH: usize = 512;
 
-/// Reports a device failure (metrics, alerts); never given secret material.
-pub(crate) type FailureHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
-
-pub(crate) struct Worker {
-    pub(crate) name: String,
-    pub(crate) sink: Box<dyn AuditSink>,
-    pub(crate) prefix: Vec<u8>,
-    pub(crate) last_hash: [u8; 32],
-    pub(crate) write_timeout: Duration,
-    pub(crate) on_failure: FailureHook,
+/// What the writer lock guards: the sink and the device's end of the chain.
+struct WriterState {
+    sink: Box<dyn AuditSink>,
+    last_hash: [u8; 32],
+    buffer: Vec<u8>,
+    /// A write was interrupted (its future dropped): the sink may hold half a batch.
+    dirty: bool,
 }
 
-impl Worker {
-    /// Runs until every sender is gone (the device was disabled or the core sealed).
-    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
-        let mut waiting: Vec<oneshot::Sender<bool>> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = jobs.recv().await {
-            let mut next = Some(first);
-            buffer.clear();
-            waiting.clear();
-            let before = self.last_hash;
-            let mut control: Option<Job> = None;
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Entry { entry, done } => {
-                        self.last_hash = chain::frame(&mut buffer, &self.prefix, &self.last_hash, &entry);
-                        waiting.push(done);
-                    }
-                    other => {
-                        control = Some(other);
-                        break;
-                    }
-                }
-                if waiting.len() >= MAX_BATCH {
-                    break;
-                }
-                next = jobs.try_recv().ok();
+/// One device's writer: group commit without a hand-off.
+///
+/// A request queues its line, then writes the queue itself if no one else is writing; a
+/// request that finds the writer busy waits for the writer, which takes every queued line
+/// before it lets go. So an uncontended entry costs one write on the request's own thread,
+/// and concurrent entries share writes. Lines left behind (a writer that was interrupted,
+/// a request that stopped waiting because another device already had its entry) are
+/// written by the device's background task, which a request wakes when it leaves.
+pub(crate) struct DeviceWriter {
+    name: String,
+    prefix: Vec<u8>,
+    write_timeout: Duration,
+    on_failure: FailureHook,
+    queue: Mutex<Vec<Queued>>,
+    state: tokio::sync::Mutex<WriterState>,
+    kick: Arc<Notify>,
+    /// Whether the last write succeeded. Requests wait for healthy devices and do not wait
+    /// for failing ones once another device has their entry.
+    healthy: AtomicBool,
+}
+
+impl DeviceWriter {
+    /// Builds the writer and starts its background task, which ends when the writer is dropped.
+    pub(crate) fn start(name: String, sink: Box<dyn AuditSink>, prefix: Vec<u8>, last_hash: [u8; 32], write_timeout: Duration, on_failure: FailureHook) -> Arc<DeviceWriter> {
+        let kick = Arc::new(Notify::new());
+        let writer = Arc::new(DeviceWriter {
+            name,
+            prefix,
+            write_timeout,
+            on_failure,
+            queue: Mutex::new(Vec::new()),
+            state: tokio::sync::Mutex::new(WriterState { sink, last_hash, buffer: Vec::with_capacity(64 * 1024), dirty: false }),
+            kick: kick.clone(),
+            healthy: AtomicBool::new(true),
+        });
+        let weak = Arc::downgrade(&writer);
+        tokio::spawn(async move {
+            loop {
+                kick.notified().await;
+                let Some(writer) = weak.upgrade() else { return };
+                let mut state = writer.state.lock().await;
+                writer.drain(&mut state).await;
             }
-            if !waiting.is_empty() {
-                let written = match tokio::time::timeout(self.write_timeout, self.sink.write(&buffer)).await {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        (self.on_failure)(&self.name, &describe_io(&e));
-                        false
-                    }
-                    Err(_) => {
-                        (self.on_failure)(&self.name, "write timed out");
-                        false
-                    }
-                };
-                if !written {
-                    self.last_hash = before;
-                    self.sink.reset().await;
-                }
-                for done in waiting.drain(..) {
-                    let _ = done.send(written);
-                }
-            }
-            match control {
-                Some(Job::Reopen { done }) => {
-                    let result = match self.sink.reopen().await {
-                        Ok(()) => Ok(self.last_hash),
-                        Err(e) => {
-                            (self.on_failure)(&self.name, &format!("reopen failed: {}", describe_io(&e)));
-                            Err(describe_io(&e))
-                        }
-                    };
-                    let _ = done.send(result);
-                }
-                Some(Job::Entry { .. }) | None => {}
+        });
+        writer
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Queues a line; the receiver says whether it reached the sink.
+    pub(crate) fn enqueue(&self, line: Vec<u8>) -> oneshot::Receiver<bool> {
+        let (done, receiver) = oneshot::channel();
+        lock(&self.queue).push((line, done));
+        receiver
+    }
+
+    /// Writes what is queued if no one else is writing; otherwise the current writer takes
+    /// it (and checks the queue again after it lets go).
+    pub(crate) async fn write_if_free(&self) {
+        // If this future is dropped mid-write (its request went away), lines may be left in
+        // the queue: the guard hands them to the background task.
+        let mut guard = KickOnDrop { kick: &self.kick, armed: true };
+        loop {
+            let Ok(mut state) = self.state.try_lock() else { break };
+            self.drain(&mut state).await;
+            drop(state);
+            // A line queued while the lock was held, by a request that found it busy.
+            if lock(&self.queue).is_empty() {
+                break;
             }
         }
+        guard.armed = false;
+    }
+
+    /// Asks the background task to write whatever is still queued.
+    pub(crate) fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Writes what is queued, then reopens the sink (log rotation). Returns the last hash,
+    /// which the new file's first line will chain to.
+    pub(crate) async fn reopen(&self) -> Result<[u8; 32], String> {
+        let mut state = self.state.lock().await;
+        self.drain(&mut state).await;
+        state.dirty = false;
+        match state.sink.reopen().await {
+            Ok(()) => Ok(state.last_hash),
+            Err(e) => {
+                let message = format!("reopen failed: {}", describe_io(&e));
+                (self.on_failure)(&self.name, &message);
+                Err(message)
+            }
+        }
+    }
+
+    /// Takes batches off the queue until it is empty. The chain advances only for batches
+    /// the sink accepted.
+    async fn drain(&self, state: &mut WriterState) {
+        if state.dirty {
+            state.sink.reset().await;
+            state.dirty = false;
+        }
+        loop {
+            let batch: Vec<Queued> = {
+                let mut queue = lock(&self.queue);
+                if queue.is_empty() {
+                    return;
+                }
+                let take = queue.len().min(MAX_BATCH);
+                queue.drain(..take).collect()
+            };
+            state.buffer.clear();
+            let mut last = state.last_hash;
+            for (line, _) in &batch {
+                last = chain::frame(&mut state.buffer, &self.prefix, &last, line);
+            }
+            state.dirty = true;
+            let written = match tokio::time::timeout(self.write_timeout, state.sink.write(&state.buffer)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    (self.on_failure)(&self.name, &describe_io(&e));
+                    false
+                }
+                Err(_) => {
+                    (self.on_failure)(&self.name, "write timed out");
+                    false
+                }
+            };
+            state.dirty = false;
+            self.healthy.store(written, Ordering::Relaxed);
+            if written {
+                state.last_hash = last;
+            } else {
+                state.sink.reset().await;
+            }
+            for (_, done) in batch {
+                let _ = done.send(written);
+            }
+        }
+    }
+}
+
+impl Drop for DeviceWriter {
+    fn drop(&mut self) {
+        // Wakes the background task so that it sees the writer is gone and ends.
+        self.kick.notify_one();
+    }
+}
+
+struct KickOnDrop<'a> {
+    kick: &'a Notify,
+    armed: bool,
+}
+
+impl Drop for KickOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.kick.notify_one();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -1,19 +1,23 @@
-//! The audit entry: Vault's request/response JSON, built once per request and then hashed
-//! for each device with that device's salt and options.
+//! The audit entry: Vault's request/response JSON, written straight from the request, the
+//! caller and the response for each device, with that device's salt and options.
 //!
 //! Field names follow Vault's (`internal/audit/format.go` in OpenBao). Ward adds
 //! `response.lease_expire_time` (and `response.auth.lease_expire_time`), RFC 3339, whenever a
 //! credential is issued or renewed, so that an entry says when the credential stops working.
 //! The chain field (`prev_hash`) is added by the device when it writes the line.
+//!
+//! Entries are serialised by hand rather than built as a JSON tree and then hashed: strings
+//! are hashed as they are written, so a device's line costs one pass and no copies of the
+//! request or response data. That keeps audit cheap on the request path.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::clock::rfc3339;
 use crate::core::Caller;
 use crate::engine::Operation;
 use crate::error::Error;
-use crate::request::{Request, Response};
+use crate::request::{Request, Response, Verb};
 
 use super::hash::Hasher;
 
@@ -47,168 +51,255 @@ pub(crate) struct HashOptions {
     pub(crate) elide_list_responses: bool,
 }
 
-/// An entry before any device hashed it. Kept as a JSON tree because every device needs its
-/// own hashed copy; the tree is built once per request.
-pub(crate) struct RawEntry {
-    value: Value,
-    is_list: bool,
+/// One entry, borrowed from the request path; each device renders it with its own salt.
+pub(crate) struct RawEntry<'a> {
+    now: OffsetDateTime,
+    time: String,
+    trail: &'a Trail,
+    request: &'a Request,
+    /// `None` for a request entry.
+    response: Option<Result<&'a Response, &'a Error>>,
+    error: Option<&'a Error>,
 }
 
 /// The request entry (written before the request runs; `error` set for a request refused
 /// before dispatch, such as a denial).
-pub(crate) fn request_entry(now: OffsetDateTime, trail: &Trail, request: &Request, error: Option<&Error>) -> RawEntry {
-    let mut entry = Map::new();
-    entry.insert("time".into(), json!(rfc3339(now)));
-    entry.insert("type".into(), json!("request"));
-    entry.insert("auth".into(), auth_block(now, trail));
-    entry.insert("request".into(), request_block(trail, request));
-    entry.insert("error".into(), error_text(error));
-    RawEntry { value: Value::Object(entry), is_list: trail.operation == Some(Operation::List) }
+pub(crate) fn request_entry<'a>(now: OffsetDateTime, trail: &'a Trail, request: &'a Request, error: Option<&'a Error>) -> RawEntry<'a> {
+    RawEntry { now, time: rfc3339(now), trail, request, response: None, error }
 }
 
 /// The response entry: every outcome, errors and denials included.
-pub(crate) fn response_entry(now: OffsetDateTime, trail: &Trail, request: &Request, result: &Result<Response, Error>) -> RawEntry {
-    let mut entry = Map::new();
-    entry.insert("time".into(), json!(rfc3339(now)));
-    entry.insert("type".into(), json!("response"));
-    entry.insert("auth".into(), auth_block(now, trail));
-    entry.insert("request".into(), request_block(trail, request));
-    let (response, error) = match result {
-        Ok(response) => (response_block(now, trail, response), Value::String(String::new())),
-        Err(error) => (Value::Null, error_text(Some(error))),
-    };
-    entry.insert("response".into(), response);
-    entry.insert("error".into(), error);
-    RawEntry { value: Value::Object(entry), is_list: trail.operation == Some(Operation::List) }
+pub(crate) fn response_entry<'a>(now: OffsetDateTime, trail: &'a Trail, request: &'a Request, result: &'a Result<Response, Error>) -> RawEntry<'a> {
+    RawEntry { now, time: rfc3339(now), trail, request, response: Some(result.as_ref()), error: result.as_ref().err() }
 }
 
-impl RawEntry {
+impl RawEntry<'_> {
     /// The entry as one device writes it: hashed with its salt unless the device logs raw.
-    pub(crate) fn render(&self, hasher: &Hasher, options: HashOptions, mount: Option<&MountFacts>) -> Result<Vec<u8>, Error> {
-        let mut value = self.value.clone();
-        if options.elide_list_responses && self.is_list {
-            elide_list(&mut value);
+    pub(crate) fn render(&self, hasher: &Hasher, options: HashOptions) -> Vec<u8> {
+        let mut w = Writer { out: Vec::with_capacity(1024), hasher, options };
+        let mount = self.trail.mount.as_ref();
+        let mut entry = w.object();
+        w.field(&mut entry, "time");
+        w.string(&self.time);
+        w.field(&mut entry, "type");
+        w.string(if self.response.is_some() { "response" } else { "request" });
+        w.field(&mut entry, "auth");
+        self.auth(&mut w);
+        w.field(&mut entry, "request");
+        self.request_block(&mut w, mount);
+        if let Some(response) = self.response {
+            w.field(&mut entry, "response");
+            match response {
+                Ok(response) => self.response_block(&mut w, mount, response),
+                Err(_) => w.raw(b"null"),
+            }
         }
-        if !options.log_raw {
-            hash_entry(&mut value, hasher, options, mount);
+        w.field(&mut entry, "error");
+        w.string(&error_text(self.error));
+        w.end(entry);
+        w.out
+    }
+
+    fn auth(&self, w: &mut Writer<'_>) {
+        let mut auth = w.object();
+        if let Some(caller) = &self.trail.caller {
+            let entry = &caller.entry;
+            let token = w.token(caller.token.as_str());
+            w.field(&mut auth, "client_token");
+            w.string(&token);
+            w.field(&mut auth, "accessor");
+            w.accessor(&entry.accessor);
+            w.field(&mut auth, "display_name");
+            w.string(&entry.display_name);
+            w.field(&mut auth, "policies");
+            w.strings(&entry.policies);
+            w.field(&mut auth, "token_policies");
+            w.strings(&entry.policies);
+            w.field(&mut auth, "metadata");
+            let mut metadata = w.object();
+            for (key, value) in &entry.meta {
+                w.field(&mut metadata, key);
+                w.string(value);
+            }
+            w.end(metadata);
+            w.field(&mut auth, "entity_id");
+            w.string(&entry.entity_id);
+            w.field(&mut auth, "token_type");
+            w.string(entry.token_type.as_str());
+            w.field(&mut auth, "token_ttl");
+            w.number(entry.ttl(self.now.unix_timestamp()));
+            w.field(&mut auth, "token_issue_time");
+            w.string(&crate::clock::rfc3339_unix(entry.creation_time));
+            w.field(&mut auth, "num_uses");
+            w.number(entry.num_uses);
+            w.field(&mut auth, "remaining_uses");
+            w.number(entry.num_uses);
+            w.field(&mut auth, "policy_results");
+            let allowed = !matches!(self.error, Some(Error::PermissionDenied(_)));
+            w.raw(if allowed { br#"{"allowed":true}"# } else { br#"{"allowed":false}"# });
         }
-        serde_json::to_vec(&value).map_err(|e| Error::internal(format!("audit entry serialisation: {e}")))
+        w.end(auth);
     }
-}
 
-fn auth_block(now: OffsetDateTime, trail: &Trail) -> Value {
-    let Some(caller) = &trail.caller else { return json!({}) };
-    let entry = &caller.entry;
-    json!({
-        "client_token": caller.token.as_str(),
-        "accessor": entry.accessor,
-        "display_name": entry.display_name,
-        "policies": entry.policies,
-        "token_policies": entry.policies,
-        "metadata": entry.meta,
-        "entity_id": entry.entity_id,
-        "token_type": entry.token_type.as_str(),
-        "token_ttl": entry.ttl(now.unix_timestamp()),
-        "token_issue_time": crate::clock::rfc3339_unix(entry.creation_time),
-        "num_uses": entry.num_uses,
-        "remaining_uses": entry.num_uses,
-        "policy_results": { "allowed": true },
-    })
-}
-
-fn request_block(trail: &Trail, request: &Request) -> Value {
-    let mount = trail.mount.clone().unwrap_or_default();
-    let operation = trail.operation.map(Operation::as_str).unwrap_or(match request.verb {
-        crate::request::Verb::Read => "read",
-        crate::request::Verb::List => "list",
-        crate::request::Verb::Write => "update",
-        crate::request::Verb::Patch => "patch",
-        crate::request::Verb::Delete => "delete",
-    });
-    let (client_token, accessor) = match (&trail.caller, &request.token) {
-        (Some(caller), _) => (caller.token.as_str().to_string(), caller.entry.accessor.clone()),
-        (None, Some(token)) => (token.as_str().to_string(), String::new()),
-        (None, None) => (String::new(), String::new()),
-    };
-    let mut block = json!({
-        "id": request.id,
-        "operation": operation,
-        "mount_point": mount.point,
-        "mount_type": mount.kind,
-        "mount_accessor": mount.accessor,
-        "client_token": client_token,
-        "client_token_accessor": accessor,
-        "namespace": { "id": "root" },
-        "path": request.path,
-        "data": if request.data.is_empty() { Value::Null } else { Value::Object(request.data.clone()) },
-        "remote_address": request.remote_address.clone().unwrap_or_default(),
-    });
-    if let Some(ttl) = request.wrap_ttl {
-        block["wrap_ttl"] = json!(ttl);
-    }
-    block
-}
-
-fn response_block(now: OffsetDateTime, trail: &Trail, response: &Response) -> Value {
-    let mount = trail.mount.clone().unwrap_or_default();
-    let mut block = Map::new();
-    block.insert("mount_point".into(), json!(mount.point));
-    block.insert("mount_type".into(), json!(mount.kind));
-    block.insert("mount_accessor".into(), json!(mount.accessor));
-    if let Some(data) = &response.data {
-        block.insert("data".into(), Value::Object(data.clone()));
-    }
-    let mut expires: Option<u64> = None;
-    if let Some(lease) = &response.lease {
-        block.insert("secret".into(), json!({ "lease_id": lease.lease_id }));
-        block.insert("lease_duration".into(), json!(lease.lease_duration));
-        block.insert("renewable".into(), json!(lease.renewable));
-        expires = Some(lease.lease_duration);
-    }
-    if let Some(auth) = &response.auth {
-        let mut auth_json = json!({
-            "client_token": auth.client_token,
-            "accessor": auth.accessor,
-            "policies": auth.policies,
-            "token_policies": auth.token_policies,
-            "identity_policies": auth.identity_policies,
-            "metadata": auth.metadata,
-            "entity_id": auth.entity_id,
-            "token_type": auth.token_type,
-            "lease_duration": auth.lease_duration,
-            "renewable": auth.renewable,
-            "orphan": auth.orphan,
-            "num_uses": auth.num_uses,
+    fn request_block(&self, w: &mut Writer<'_>, mount: Option<&MountFacts>) {
+        let request = self.request;
+        let operation = self.trail.operation.map(Operation::as_str).unwrap_or(match request.verb {
+            Verb::Read => "read",
+            Verb::List => "list",
+            Verb::Write => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
         });
-        if auth.lease_duration > 0 {
-            auth_json["lease_expire_time"] = json!(expire_time(now, auth.lease_duration));
+        let mut block = w.object();
+        w.field(&mut block, "id");
+        w.string(&request.id);
+        w.field(&mut block, "operation");
+        w.string(operation);
+        mount_fields(w, &mut block, mount);
+        w.field(&mut block, "client_token");
+        match (&self.trail.caller, &request.token) {
+            (Some(caller), _) => {
+                let token = w.token(caller.token.as_str());
+                w.string(&token);
+                w.field(&mut block, "client_token_accessor");
+                w.accessor(&caller.entry.accessor);
+            }
+            (None, Some(token)) => {
+                let token = w.token(token.as_str());
+                w.string(&token);
+                w.field(&mut block, "client_token_accessor");
+                w.string("");
+            }
+            (None, None) => {
+                w.string("");
+                w.field(&mut block, "client_token_accessor");
+                w.string("");
+            }
         }
-        block.insert("auth".into(), auth_json);
-        if expires.is_none() && auth.lease_duration > 0 {
-            block.insert("lease_duration".into(), json!(auth.lease_duration));
-            expires = Some(auth.lease_duration);
+        w.field(&mut block, "namespace");
+        w.raw(br#"{"id":"root"}"#);
+        w.field(&mut block, "path");
+        w.string(&request.path);
+        w.field(&mut block, "data");
+        if request.data.is_empty() {
+            w.raw(b"null");
+        } else {
+            let exempt = mount.map(|m| m.non_hmac_request_keys.as_slice()).unwrap_or_default();
+            w.data(&request.data, exempt, false);
         }
+        w.field(&mut block, "remote_address");
+        w.string(request.remote_address.as_deref().unwrap_or_default());
+        if let Some(ttl) = request.wrap_ttl {
+            w.field(&mut block, "wrap_ttl");
+            w.number(ttl);
+        }
+        w.end(block);
     }
-    if let Some(duration) = expires.filter(|d| *d > 0) {
-        block.insert("lease_expire_time".into(), json!(expire_time(now, duration)));
+
+    fn response_block(&self, w: &mut Writer<'_>, mount: Option<&MountFacts>, response: &Response) {
+        let mut block = w.object();
+        mount_fields(w, &mut block, mount);
+        if let Some(data) = &response.data {
+            w.field(&mut block, "data");
+            let exempt = mount.map(|m| m.non_hmac_response_keys.as_slice()).unwrap_or_default();
+            let elide = w.options.elide_list_responses && self.trail.operation == Some(Operation::List);
+            w.data(data, exempt, elide);
+        }
+        let mut expires: Option<u64> = None;
+        if let Some(lease) = &response.lease {
+            w.field(&mut block, "secret");
+            let mut secret = w.object();
+            w.field(&mut secret, "lease_id");
+            w.string(&lease.lease_id);
+            w.end(secret);
+            w.field(&mut block, "lease_duration");
+            w.number(lease.lease_duration);
+            w.field(&mut block, "renewable");
+            w.raw(if lease.renewable { b"true" } else { b"false" });
+            expires = Some(lease.lease_duration);
+        }
+        if let Some(auth) = &response.auth {
+            w.field(&mut block, "auth");
+            let mut out = w.object();
+            let token = w.token(&auth.client_token);
+            w.field(&mut out, "client_token");
+            w.string(&token);
+            w.field(&mut out, "accessor");
+            w.accessor(&auth.accessor);
+            w.field(&mut out, "policies");
+            w.strings(&auth.policies);
+            w.field(&mut out, "token_policies");
+            w.strings(&auth.token_policies);
+            w.field(&mut out, "identity_policies");
+            w.strings(&auth.identity_policies);
+            w.field(&mut out, "metadata");
+            let mut metadata = w.object();
+            for (key, value) in &auth.metadata {
+                w.field(&mut metadata, key);
+                w.string(value);
+            }
+            w.end(metadata);
+            w.field(&mut out, "entity_id");
+            w.string(&auth.entity_id);
+            w.field(&mut out, "token_type");
+            w.string(&auth.token_type);
+            w.field(&mut out, "lease_duration");
+            w.number(auth.lease_duration);
+            if auth.lease_duration > 0 {
+                w.field(&mut out, "lease_expire_time");
+                w.string(&expire_time(self.now, auth.lease_duration));
+            }
+            w.field(&mut out, "renewable");
+            w.raw(if auth.renewable { b"true" } else { b"false" });
+            w.field(&mut out, "orphan");
+            w.raw(if auth.orphan { b"true" } else { b"false" });
+            w.field(&mut out, "num_uses");
+            w.number(auth.num_uses);
+            w.end(out);
+            if expires.is_none() && auth.lease_duration > 0 {
+                w.field(&mut block, "lease_duration");
+                w.number(auth.lease_duration);
+                expires = Some(auth.lease_duration);
+            }
+        }
+        if let Some(duration) = expires.filter(|d| *d > 0) {
+            w.field(&mut block, "lease_expire_time");
+            w.string(&expire_time(self.now, duration));
+        }
+        if let Some(wrap) = &response.wrap_info {
+            w.field(&mut block, "wrap_info");
+            let mut out = w.object();
+            let token = w.token(&wrap.token);
+            w.field(&mut out, "token");
+            w.string(&token);
+            w.field(&mut out, "accessor");
+            w.accessor(&wrap.accessor);
+            w.field(&mut out, "ttl");
+            w.number(wrap.ttl);
+            w.field(&mut out, "creation_time");
+            w.string(&wrap.creation_time);
+            w.field(&mut out, "creation_path");
+            w.string(&wrap.creation_path);
+            w.field(&mut out, "wrapped_accessor");
+            w.accessor(&wrap.wrapped_accessor);
+            w.end(out);
+        }
+        if !response.warnings.is_empty() {
+            w.field(&mut block, "warnings");
+            w.strings(&response.warnings);
+        }
+        w.end(block);
     }
-    if let Some(wrap) = &response.wrap_info {
-        block.insert(
-            "wrap_info".into(),
-            json!({
-                "token": wrap.token,
-                "accessor": wrap.accessor,
-                "ttl": wrap.ttl,
-                "creation_time": wrap.creation_time,
-                "creation_path": wrap.creation_path,
-                "wrapped_accessor": wrap.wrapped_accessor,
-            }),
-        );
-    }
-    if !response.warnings.is_empty() {
-        block.insert("warnings".into(), json!(response.warnings));
-    }
-    Value::Object(block)
+}
+
+fn mount_fields(w: &mut Writer<'_>, block: &mut Object, mount: Option<&MountFacts>) {
+    let (point, kind, accessor) = mount.map_or(("", "", ""), |m| (m.point.as_str(), m.kind.as_str(), m.accessor.as_str()));
+    w.field(block, "mount_point");
+    w.string(point);
+    w.field(block, "mount_type");
+    w.string(kind);
+    w.field(block, "mount_accessor");
+    w.string(accessor);
 }
 
 fn expire_time(now: OffsetDateTime, seconds: u64) -> String {
@@ -216,69 +307,134 @@ fn expire_time(now: OffsetDateTime, seconds: u64) -> String {
     rfc3339(now.saturating_add(time::Duration::seconds(seconds)))
 }
 
-fn error_text(error: Option<&Error>) -> Value {
+/// The client's message, never an internal detail.
+fn error_text(error: Option<&Error>) -> String {
     match error {
-        // The client's message, never an internal detail.
-        Some(error) => Value::String(match error {
-            Error::NotFound { .. } => "not found".into(),
-            other => other.client_messages().join("; "),
-        }),
-        None => Value::String(String::new()),
+        Some(Error::NotFound { .. }) => "not found".into(),
+        Some(other) => other.client_messages().join("; "),
+        None => String::new(),
     }
 }
 
-fn elide_list(value: &mut Value) {
-    if let Some(keys) = value.pointer_mut("/response/data/keys") {
-        if let Value::Array(items) = keys {
-            *keys = json!(items.len());
-        }
-    }
+/// An object being written: whether the next field needs a comma.
+struct Object {
+    empty: bool,
 }
 
-/// Hashes the secret-bearing parts of an entry in place.
-fn hash_entry(value: &mut Value, hasher: &Hasher, options: HashOptions, mount: Option<&MountFacts>) {
-    let empty: Vec<String> = Vec::new();
-    let (request_exempt, response_exempt) = match mount {
-        Some(m) => (&m.non_hmac_request_keys, &m.non_hmac_response_keys),
-        None => (&empty, &empty),
-    };
-    if let Some(auth) = value.get_mut("auth") {
-        hash_token_fields(auth, hasher, options, &["client_token"], &["accessor"]);
-    }
-    if let Some(request) = value.get_mut("request") {
-        hash_token_fields(request, hasher, options, &["client_token"], &["client_token_accessor"]);
-        if let Some(Value::Object(data)) = request.get_mut("data") {
-            hasher.hash_map(data, request_exempt);
-        }
-    }
-    if let Some(response) = value.get_mut("response") {
-        if let Some(Value::Object(data)) = response.get_mut("data") {
-            hasher.hash_map(data, response_exempt);
-        }
-        if let Some(auth) = response.get_mut("auth") {
-            hash_token_fields(auth, hasher, options, &["client_token"], &["accessor"]);
-        }
-        if let Some(wrap) = response.get_mut("wrap_info") {
-            hash_token_fields(wrap, hasher, options, &["token"], &["accessor", "wrapped_accessor"]);
-        }
-    }
+/// A JSON writer that hashes secret-bearing strings as it writes them.
+struct Writer<'h> {
+    out: Vec<u8>,
+    hasher: &'h Hasher,
+    options: HashOptions,
 }
 
-fn hash_token_fields(block: &mut Value, hasher: &Hasher, options: HashOptions, tokens: &[&str], accessors: &[&str]) {
-    let Value::Object(map) = block else { return };
-    for key in tokens {
-        if let Some(v) = map.get_mut(*key) {
-            if v.as_str().is_some_and(|s| !s.is_empty()) {
-                hasher.hash_in_place(v);
+impl Writer<'_> {
+    fn object(&mut self) -> Object {
+        self.out.push(b'{');
+        Object { empty: true }
+    }
+
+    fn field(&mut self, object: &mut Object, key: &str) {
+        if !object.empty {
+            self.out.push(b',');
+        }
+        object.empty = false;
+        self.string(key);
+        self.out.push(b':');
+    }
+
+    fn end(&mut self, _object: Object) {
+        self.out.push(b'}');
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn string(&mut self, value: &str) {
+        // Writing a `str` into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, value);
+    }
+
+    fn number(&mut self, value: u64) {
+        use std::io::Write as _;
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn strings(&mut self, values: &[String]) {
+        self.out.push(b'[');
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.string(value);
+        }
+        self.out.push(b']');
+    }
+
+    /// A token as written: hashed unless the device logs raw; empty stays empty.
+    fn token(&self, value: &str) -> String {
+        if self.options.log_raw || value.is_empty() {
+            value.to_string()
+        } else {
+            self.hasher.hash(value)
+        }
+    }
+
+    /// An accessor: hashed when the device's `hmac_accessor` is on (the default).
+    fn accessor(&mut self, value: &str) {
+        if self.options.hmac_accessor && !self.options.log_raw && !value.is_empty() {
+            let hashed = self.hasher.hash(value);
+            self.string(&hashed);
+        } else {
+            self.string(value);
+        }
+    }
+
+    /// Request or response data: every string at any depth hashed, except the mount's
+    /// exempt top-level keys. With `elide`, a top-level `keys` list is replaced by its length.
+    fn data(&mut self, map: &Map<String, Value>, exempt: &[String], elide: bool) {
+        let mut object = self.object();
+        for (key, value) in map {
+            self.field(&mut object, key);
+            match value {
+                Value::Array(items) if elide && key == "keys" => self.number(items.len() as u64),
+                _ if exempt.iter().any(|e| e == key) => {
+                    let _ = serde_json::to_writer(&mut self.out, value);
+                }
+                _ => self.value(value),
             }
         }
+        self.end(object);
     }
-    if options.hmac_accessor {
-        for key in accessors {
-            if let Some(v) = map.get_mut(*key) {
-                if v.as_str().is_some_and(|s| !s.is_empty()) {
-                    hasher.hash_in_place(v);
+
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::String(s) if !self.options.log_raw => {
+                let hashed = self.hasher.hash(s);
+                self.string(&hashed);
+            }
+            Value::Array(items) => {
+                self.out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.value(item);
                 }
+                self.out.push(b']');
+            }
+            Value::Object(map) => {
+                let mut object = self.object();
+                for (key, item) in map {
+                    self.field(&mut object, key);
+                    self.value(item);
+                }
+                self.end(object);
+            }
+            other => {
+                let _ = serde_json::to_writer(&mut self.out, other);
             }
         }
     }

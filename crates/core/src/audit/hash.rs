@@ -2,13 +2,13 @@
 //!
 //! The salt is a random UUID string kept in the barrier beside the device, so the same value
 //! hashes the same way for the life of the device (which is what makes `sys/audit-hash`
-//! useful) and differently on every other device. The keyed HMAC state is built once and
+//! useful) and differently on every other device. Which values are hashed is decided by
+//! the entry writer in `format`. The keyed HMAC state is built once and
 //! cloned for each value: keying costs two SHA-256 blocks, cloning costs a copy.
 
 use std::fmt;
 
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
 use sha2::Sha256;
 
 /// The prefix of every hashed value.
@@ -40,57 +40,26 @@ impl Hasher {
         let mut mac = self.keyed.clone();
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
+        let mut hex_digits = [0u8; 64];
+        // 32 bytes always fit in 64 hex digits.
+        let _ = hex::encode_to_slice(digest, &mut hex_digits);
         let mut out = String::with_capacity(HMAC_PREFIX.len() + 64);
         out.push_str(HMAC_PREFIX);
-        out.push_str(&hex::encode(digest));
+        out.push_str(std::str::from_utf8(&hex_digits).unwrap_or_default());
         out
-    }
-
-    /// Replaces a string in place by its hash; anything else is left alone.
-    pub(crate) fn hash_in_place(&self, value: &mut Value) {
-        if let Value::String(s) = value {
-            *s = self.hash(s);
-        }
-    }
-
-    /// Hashes every string inside a JSON value, at any depth. Numbers, booleans and nulls
-    /// stay as they are, as in Vault.
-    pub(crate) fn hash_value(&self, value: &mut Value) {
-        match value {
-            Value::String(s) => *s = self.hash(s),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.hash_value(v)),
-            Value::Object(map) => map.values_mut().for_each(|v| self.hash_value(v)),
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-
-    /// Hashes the values of a data map except the top-level keys a mount exempts
-    /// (`audit_non_hmac_request_keys` / `audit_non_hmac_response_keys`).
-    pub(crate) fn hash_map(&self, map: &mut Map<String, Value>, exempt: &[String]) {
-        for (key, value) in map.iter_mut() {
-            if !exempt.iter().any(|e| e == key) {
-                self.hash_value(value);
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn strings_are_hashed_at_every_depth_and_other_types_are_not() {
+    fn salts_differ_per_device() {
         let hasher = Hasher::new("salt");
-        let mut value = json!({"a": "x", "b": [1, "y", {"c": "z"}], "d": true, "e": null});
-        hasher.hash_value(&mut value);
-        assert_eq!(value["a"], json!(hasher.hash("x")));
-        assert_eq!(value["b"][0], json!(1));
-        assert_eq!(value["b"][2]["c"], json!(hasher.hash("z")));
-        assert_eq!(value["d"], json!(true));
         assert!(hasher.hash("x").starts_with("hmac-sha256:"));
-        assert_ne!(Hasher::new("other").hash("x"), hasher.hash("x"), "salts differ per device");
+        assert_eq!(hasher.hash("x"), Hasher::new("salt").hash("x"));
+        assert_ne!(Hasher::new("other").hash("x"), hasher.hash("x"));
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Core {
             return Ok(());
         }
         let entry = request_entry(self.clock.now(), trail, request, error);
-        match state.audit.log(&entry, trail.mount.as_ref()).await {
+        match state.audit.log(&entry).await {
             Ok(()) => Ok(()),
             Err(_) if error.is_none() && is_audit_repair(request, trail) => {
                 self.audit_bypassed(trail, request);
@@ -78,7 +78,7 @@ impl Core {
             return result;
         }
         let entry = response_entry(self.clock.now(), trail, request, &result);
-        match state.audit.log(&entry, trail.mount.as_ref()).await {
+        match state.audit.log(&entry).await {
             Ok(()) => result,
             Err(_) if is_audit_repair(request, trail) => result,
             Err(e) => {

@@ -28,7 +28,6 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::view::StorageView;
@@ -41,7 +40,7 @@ pub(crate) use device::FailureHook;
 pub(crate) use format::{request_entry, response_entry, MountFacts, RawEntry, Trail};
 pub(crate) use hooks::QuotaPhase;
 
-use device::{Job, Worker};
+use device::DeviceWriter;
 use format::HashOptions;
 use hash::Hasher;
 
@@ -51,8 +50,6 @@ pub const NO_AUDIT_MESSAGE: &str = "no audit backend succeeded in logging the re
 const TABLE_PATH: &str = "core/audit";
 const CHAIN_PREFIX: &str = "core/audit-chain/";
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Entries a device may have queued before new ones count as failed for it.
-const QUEUE_DEPTH: usize = 8192;
 
 /// A device as stored in the barrier. The salt never leaves the core.
 #[derive(Clone, Serialize, Deserialize)]
@@ -103,8 +100,7 @@ struct Device {
     record: DeviceRecord,
     hasher: Hasher,
     options: HashOptions,
-    write_timeout: Duration,
-    jobs: mpsc::Sender<Job>,
+    writer: Arc<DeviceWriter>,
 }
 
 /// The enabled devices of an unsealed core.
@@ -149,36 +145,56 @@ impl Broker {
     }
 
     /// Hands the entry to every device; `Ok` once at least one has written it.
-    pub(crate) async fn log(&self, entry: &RawEntry, mount: Option<&MountFacts>) -> Result<(), Error> {
+    pub(crate) async fn log(&self, entry: &RawEntry<'_>) -> Result<(), Error> {
         let devices = self.snapshot();
         if devices.is_empty() {
             return Ok(());
         }
-        let mut acks = FuturesUnordered::new();
+        // Every device gets the line queued before any write starts, so a device this
+        // request stops waiting for still writes it (its background task is woken below).
         let mut timeout = Duration::ZERO;
+        let mut waits = FuturesUnordered::new();
+        let mut healthy_outstanding = 0usize;
         for device in devices.iter() {
-            let line = entry.render(&device.hasher, device.options, mount)?;
-            let (done, ack) = oneshot::channel();
-            match device.jobs.try_send(Job::Entry { entry: line, done }) {
-                Ok(()) => {
-                    acks.push(ack);
-                    timeout = timeout.max(device.write_timeout);
+            let receiver = device.writer.enqueue(entry.render(&device.hasher, device.options));
+            timeout = timeout.max(device.writer.write_timeout());
+            let healthy = device.writer.is_healthy();
+            healthy_outstanding += usize::from(healthy);
+            let writer = &device.writer;
+            waits.push(async move {
+                writer.write_if_free().await;
+                (healthy, receiver.await == Ok(true))
+            });
+        }
+        // One yield before writing lets the other requests that are ready on this worker
+        // queue their lines first, so that under load one write carries many entries. When
+        // idle it costs a re-poll.
+        tokio::task::yield_now().await;
+        // Wait for every healthy device (so its file is current when the client gets the
+        // answer) and for at least one success; a failing device is not waited on once
+        // another has the entry. A little over the longest write timeout, so that a
+        // device's own timeout decides.
+        let wait = async {
+            let mut recorded = false;
+            while let Some((healthy, written)) = waits.next().await {
+                recorded |= written;
+                healthy_outstanding -= usize::from(healthy);
+                if recorded && healthy_outstanding == 0 {
+                    break;
                 }
-                Err(_) => (self.on_failure)(&device.record.path, "queue full"),
+            }
+            recorded
+        };
+        let recorded = tokio::time::timeout(timeout + Duration::from_millis(250), wait).await == Ok(true);
+        if devices.len() > 1 || !recorded {
+            for device in devices.iter() {
+                device.writer.kick();
             }
         }
-        // A little over the longest write timeout, so that a device's own timeout decides.
-        let wait = async {
-            while let Some(ack) = acks.next().await {
-                if ack == Ok(true) {
-                    return true;
-                }
-            }
-            false
-        };
-        match tokio::time::timeout(timeout + Duration::from_millis(250), wait).await {
-            Ok(true) => Ok(()),
-            _ => Err(Error::internal(NO_AUDIT_MESSAGE)),
+        if recorded {
+            Ok(())
+        } else {
+            Err(Error::internal(NO_AUDIT_MESSAGE))
         }
     }
 
@@ -187,19 +203,13 @@ impl Broker {
     pub(crate) async fn reopen(&self) -> Vec<(String, String)> {
         let mut failed = Vec::new();
         for device in self.snapshot().iter() {
-            let (done, answer) = oneshot::channel();
-            if device.jobs.send(Job::Reopen { done }).await.is_err() {
-                failed.push((device.record.path.clone(), "device stopped".to_string()));
-                continue;
-            }
-            match answer.await {
-                Ok(Ok(last)) => {
+            match device.writer.reopen().await {
+                Ok(last) => {
                     if let Err(e) = self.save_chain(&device.record.path, &last).await {
                         failed.push((device.record.path.clone(), e.to_string()));
                     }
                 }
-                Ok(Err(message)) => failed.push((device.record.path.clone(), message)),
-                Err(_) => failed.push((device.record.path.clone(), "device stopped".to_string())),
+                Err(message) => failed.push((device.record.path.clone(), message)),
             }
         }
         failed
@@ -232,17 +242,9 @@ impl Broker {
             .last_line_hash()
             .or_else(|| stored.and_then(|s| decode_hash(&s.last_hash)))
             .unwrap_or_else(genesis_hash);
-        let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let worker = Worker {
-            name: record.path.clone(),
-            sink,
-            prefix: record.options.get("prefix").map(|p| p.as_bytes().to_vec()).unwrap_or_default(),
-            last_hash,
-            write_timeout,
-            on_failure: self.on_failure.clone(),
-        };
-        tokio::spawn(worker.run(receiver));
-        Ok(Device { hasher: Hasher::new(&record.salt), record, options, write_timeout, jobs })
+        let prefix = record.options.get("prefix").map(|p| p.as_bytes().to_vec()).unwrap_or_default();
+        let writer = DeviceWriter::start(record.path.clone(), sink, prefix, last_hash, write_timeout, self.on_failure.clone());
+        Ok(Device { hasher: Hasher::new(&record.salt), record, options, writer })
     }
 
     async fn save_chain(&self, path: &str, last: &[u8; 32]) -> Result<(), Error> {
