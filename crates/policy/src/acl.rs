@@ -484,6 +484,74 @@ impl Acl {
     }
 }
 
+/// Which of Vault's priority rules tells two matching patterns apart, for
+/// reviewers (`ward policy explain` and `validate`'s shadowing warnings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorityRule {
+    /// One pattern has no wildcard: an exact pattern beats any glob.
+    Exact,
+    /// Rule 1: the later first wildcard (`+` or `*`) wins.
+    FirstWildcard,
+    /// Rule 2: not ending in `*` wins.
+    TrailingGlob,
+    /// Rule 3: fewer `+` segments win.
+    PlusSegments,
+    /// Rule 4: the longer pattern wins.
+    Length,
+    /// Rule 5: the lexicographically greater pattern wins.
+    Lexicographic,
+    /// The patterns are the same: their stanzas are merged, nothing is chosen.
+    Same,
+}
+
+/// Compares two patterns by the rules [`Acl`] uses to choose between
+/// matching rules: `Greater` means `a` wins. Also says which rule decided.
+pub fn compare_patterns(a: &str, b: &str) -> (Ordering, PriorityRule) {
+    let a = Rule::new(
+        a.trim_start_matches('/').to_owned(),
+        &PathRule::default(),
+        String::new(),
+    );
+    let b = Rule::new(
+        b.trim_start_matches('/').to_owned(),
+        &PathRule::default(),
+        String::new(),
+    );
+    let ordering = compare_priority(&a, &b);
+    let rule = if a.pattern == b.pattern {
+        PriorityRule::Same
+    } else if a.kind == RuleKind::Exact || b.kind == RuleKind::Exact {
+        PriorityRule::Exact
+    } else if a.first_wildcard != b.first_wildcard {
+        PriorityRule::FirstWildcard
+    } else if a.ends_in_glob != b.ends_in_glob {
+        PriorityRule::TrailingGlob
+    } else if a.n_plus_segments != b.n_plus_segments {
+        PriorityRule::PlusSegments
+    } else if a.stem.len() != b.stem.len() {
+        PriorityRule::Length
+    } else {
+        PriorityRule::Lexicographic
+    };
+    (ordering, rule)
+}
+
+impl fmt::Display for PriorityRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PriorityRule::Exact => "an exact pattern (no wildcard) beats any glob",
+            PriorityRule::FirstWildcard => {
+                "rule 1: the pattern whose first wildcard (+ or *) comes later wins"
+            }
+            PriorityRule::TrailingGlob => "rule 2: a pattern not ending in * beats one that does",
+            PriorityRule::PlusSegments => "rule 3: the pattern with fewer + segments wins",
+            PriorityRule::Length => "rule 4: the longer pattern wins",
+            PriorityRule::Lexicographic => "rule 5: the lexicographically greater pattern wins",
+            PriorityRule::Same => "the same pattern: the stanzas are merged",
+        })
+    }
+}
+
 impl Operation {
     /// The capability a request with this operation needs.
     pub fn capability(self) -> Capability {

@@ -25,8 +25,56 @@ pub fn parse(text: &str) -> Result<Body, HclError> {
     let mut parser = Parser {
         lexer: Lexer::new(text),
         peeked: None,
+        closings: None,
     };
     parser.parse_body(0, 1, 1, false)
+}
+
+/// Parses an HCL1 document and keeps what [`parse`] throws away: the comments
+/// and where each `}` and `]` closes, so that a formatter can put comments back
+/// where they were ([`crate::format`]). The tree is the same as [`parse`]'s.
+pub fn parse_with_comments(text: &str) -> Result<Document, HclError> {
+    let mut parser = Parser {
+        lexer: Lexer::new(text),
+        peeked: None,
+        closings: None,
+    };
+    parser.lexer.comments = Some(Vec::new());
+    parser.closings = Some(Vec::new());
+    let body = parser.parse_body(0, 1, 1, false)?;
+    Ok(Document {
+        body,
+        comments: parser.lexer.comments.take().unwrap_or_default(),
+        closings: parser.closings.take().unwrap_or_default(),
+    })
+}
+
+/// A parsed document with its comments, from [`parse_with_comments`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Document {
+    pub body: Body,
+    /// Every comment, in source order.
+    pub comments: Vec<Comment>,
+    /// For each `{` or `[` (by its position), where its closing `}` or `]` is.
+    pub closings: Vec<Closing>,
+}
+
+/// One `# ...`, `// ...` or `/* ... */` comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// The comment as written, markers included, without the line break.
+    pub text: String,
+    pub line: u32,
+    pub column: u32,
+    /// Only whitespace precedes the comment on its line.
+    pub own_line: bool,
+}
+
+/// Where the bracket opened at `open` is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closing {
+    pub open: (u32, u32),
+    pub close: (u32, u32),
 }
 
 /// A syntax or decoding error, with the 1-based position it refers to.
@@ -489,6 +537,8 @@ struct Lexer<'a> {
     position: usize,
     line: u32,
     column: u32,
+    /// Collected comments, when the caller asked for them.
+    comments: Option<Vec<Comment>>,
 }
 
 impl<'a> Lexer<'a> {
@@ -499,7 +549,31 @@ impl<'a> Lexer<'a> {
             position: 0,
             line: 1,
             column: 1,
+            comments: None,
         }
+    }
+
+    /// Records the comment that spans `start..self.position`, if comments are kept.
+    fn record_comment(&mut self, start: usize, line: u32, column: u32) {
+        let Some(comments) = self.comments.as_mut() else {
+            return;
+        };
+        let text = self.text.get(start..self.position).unwrap_or_default();
+        let line_start = self
+            .text
+            .get(..start)
+            .and_then(|before| before.rfind('\n').map(|index| index + 1))
+            .unwrap_or(0);
+        let own_line = self
+            .text
+            .get(line_start..start)
+            .is_some_and(|before| before.trim().is_empty());
+        comments.push(Comment {
+            text: text.trim_end().to_owned(),
+            line,
+            column,
+            own_line,
+        });
     }
 
     fn peek_byte(&self) -> Option<u8> {
@@ -534,15 +608,17 @@ impl<'a> Lexer<'a> {
                     self.bump();
                 }
                 (Some(b'#'), _) | (Some(b'/'), Some(b'/')) => {
+                    let (start, line, column) = (self.position, self.line, self.column);
                     while let Some(byte) = self.peek_byte() {
                         if byte == b'\n' {
                             break;
                         }
                         self.bump();
                     }
+                    self.record_comment(start, line, column);
                 }
                 (Some(b'/'), Some(b'*')) => {
-                    let (line, column) = (self.line, self.column);
+                    let (start, line, column) = (self.position, self.line, self.column);
                     self.bump();
                     self.bump();
                     loop {
@@ -550,6 +626,7 @@ impl<'a> Lexer<'a> {
                             (Some(b'*'), Some(b'/')) => {
                                 self.bump();
                                 self.bump();
+                                self.record_comment(start, line, column);
                                 break;
                             }
                             (Some(_), _) => {
@@ -911,6 +988,8 @@ fn is_ident_continue(character: Option<char>) -> bool {
 struct Parser<'a> {
     lexer: Lexer<'a>,
     peeked: Option<Token>,
+    /// Closing bracket positions, when the caller asked for them.
+    closings: Option<Vec<Closing>>,
 }
 
 impl Parser<'_> {
@@ -964,7 +1043,8 @@ impl Parser<'_> {
                     ))
                 }
                 TokenKind::RightBrace if nested => {
-                    self.next()?;
+                    let token = self.next()?;
+                    self.record_closing((line, column), &token);
                     break;
                 }
                 _ => {}
@@ -1066,7 +1146,7 @@ impl Parser<'_> {
             }
             TokenKind::LeftBracket => {
                 let inner = Self::enter(depth, line, column)?;
-                ValueKind::List(self.parse_list(inner)?)
+                ValueKind::List(self.parse_list(inner, (line, column))?)
             }
             TokenKind::LeftBrace => {
                 let inner = Self::enter(depth, line, column)?;
@@ -1083,19 +1163,32 @@ impl Parser<'_> {
         Ok(Value { kind, line, column })
     }
 
+    fn record_closing(&mut self, open: (u32, u32), token: &Token) {
+        if let Some(closings) = self.closings.as_mut() {
+            closings.push(Closing {
+                open,
+                close: (token.line, token.column),
+            });
+        }
+    }
+
     /// List elements after '[': values separated by commas, trailing comma allowed.
-    fn parse_list(&mut self, depth: usize) -> Result<Vec<Value>, HclError> {
+    fn parse_list(&mut self, depth: usize, open: (u32, u32)) -> Result<Vec<Value>, HclError> {
         let mut values = Vec::new();
         loop {
             if self.peek()?.kind == TokenKind::RightBracket {
-                self.next()?;
+                let token = self.next()?;
+                self.record_closing(open, &token);
                 return Ok(values);
             }
             values.push(self.parse_value(depth)?);
             let token = self.next()?;
             match token.kind {
                 TokenKind::Comma => {}
-                TokenKind::RightBracket => return Ok(values),
+                TokenKind::RightBracket => {
+                    self.record_closing(open, &token);
+                    return Ok(values);
+                }
                 other => {
                     return Err(HclError::new(
                         format!("expected ',' or ']' in list, found {}", other.describe()),

@@ -8,6 +8,7 @@
 //! flags, makes its API calls through [`crate::client::Client`], and returns an exit code;
 //! help texts and completion scripts are in [`crate::help`].
 
+pub(crate) mod access;
 pub(crate) mod kv;
 pub(crate) mod login;
 pub(crate) mod mounts;

@@ -10,7 +10,7 @@
 mod args;
 mod client;
 mod commands;
-mod hcl_fmt;
+mod policy_tools;
 mod help;
 mod output;
 mod server;
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         "completion" => completion(rest),
         "print" => commands::print(rest),
         "status" | "login" | "read" | "write" | "list" | "delete" | "patch" | "kv" | "token"
-        | "lease" | "policy" | "secrets" | "auth" | "audit" | "operator" | "unwrap"
+        | "lease" | "policy" | "secrets" | "auth" | "audit" | "operator" | "unwrap" | "access"
         | "path-help" => client_command(command, rest),
         other => Err(CliError::usage(format!(
             "unknown command {other:?}; see: ward -help"
@@ -138,6 +138,7 @@ fn client_command(command: &str, rest: &[String]) -> Result<u8, CliError> {
             "secrets" => commands::mounts::secrets(rest).await,
             "auth" => commands::mounts::auth(rest).await,
             "audit" => commands::mounts::audit(rest).await,
+            "access" => commands::access::access(rest).await,
             "operator" => commands::operator::run(rest).await,
             "unwrap" => commands::unwrap(rest).await,
             _ => commands::path_help(rest).await,

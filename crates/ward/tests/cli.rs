@@ -1010,13 +1010,22 @@ fn policy_verbs_and_fmt() {
         "bad.hcl",
         "path \"x\" {\n  capabilities = [\"read\"\n",
     );
-    ward(&["policy", "fmt", &bad.display().to_string()]).fails(2, &["line"]);
+    // A file that does not parse is a local error (exit 1) naming the file, line and column.
+    ward(&["policy", "fmt", &bad.display().to_string()]).fails(1, &["bad.hcl:3:1", "syntax error"]);
     let unknown = write_file(
         &dir,
         "unknown.hcl",
         "path \"x\" { capabilities = [\"fly\"] }\n",
     );
-    ward(&["policy", "fmt", &unknown.display().to_string()]).fails(2, &["not a valid policy"]);
+    // fmt only lays a file out; validate is the verb that judges what it says.
+    ward(&["policy", "fmt", &unknown.display().to_string()]).ok();
+    let repo = unknown.with_file_name("repo");
+    std::fs::create_dir_all(&repo).expect("repo dir");
+    std::fs::copy(&unknown, repo.join("unknown.hcl")).expect("copy");
+    // Findings are validate's output (stdout), as a linter's are; the exit code says error.
+    let validated = ward(&["policy", "validate", &repo.display().to_string()]);
+    assert_eq!(validated.code, Some(1), "{}", validated.stdout);
+    assert!(validated.stdout.contains("unknown capability \"fly\""), "{}", validated.stdout);
 }
 
 #[test]

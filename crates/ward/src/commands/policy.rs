@@ -1,8 +1,8 @@
-//! `ward policy list|read|write|delete|fmt` over `sys/policies/acl`.
+//! `ward policy list|read|write|delete` over `sys/policies/acl`; the policy-as-code verbs
+//! (`fmt`, `validate`, `test`, `explain`, `plan`, `apply`) live in `policy_tools`.
 
 use serde_json::{json, Value};
 
-use crate::args::Kind;
 use crate::client::CliError;
 use crate::commands::{print_keys, Cmd};
 
@@ -13,6 +13,10 @@ pub(crate) async fn run(argv: &[String]) -> Result<u8, CliError> {
             "missing subcommand; usage: ward policy list|read|write|delete|fmt",
         ));
     };
+    if crate::policy_tools::VERBS.contains(&verb.as_str()) {
+        let code = crate::policy_tools::run(verb, rest).await;
+        return Ok(u8::try_from(code).unwrap_or(1));
+    }
     match verb.as_str() {
         "list" => {
             let cmd = Cmd::parse(rest, &[])?;
@@ -75,46 +79,10 @@ pub(crate) async fn run(argv: &[String]) -> Result<u8, CliError> {
             println!("Success! Deleted policy: {name}");
             Ok(0)
         }
-        "fmt" => fmt(rest),
         other => Err(CliError::usage(format!(
             "unknown subcommand {other:?}; see: ward policy -help"
         ))),
     }
-}
-
-/// `ward policy fmt [-check] FILE`: rewrites the file in the canonical layout; `-check`
-/// changes nothing and exits 1 when the file would change. `-` formats stdin to stdout.
-fn fmt(argv: &[String]) -> Result<u8, CliError> {
-    let cmd = Cmd::parse(argv, &[("check", Kind::Bool)])?;
-    let file = cmd.expect_args(1, "ward policy fmt [-check] FILE|-")?[0].clone();
-    let text = read_source(&file)?;
-    if text.trim_start().starts_with('{') {
-        return Err(CliError::usage(format!(
-            "{file} is a JSON policy; ward policy fmt formats HCL policies"
-        )));
-    }
-    let formatted = crate::hcl_fmt::format(&text)
-        .map_err(|e| CliError::usage(format!("{file} is not valid HCL: {e}")))?;
-    // Formatting must not change what the policy means: check it still parses as a policy.
-    ward_policy::policy::parse("fmt", &formatted)
-        .map_err(|e| CliError::usage(format!("{file} is not a valid policy: {e}")))?;
-    if cmd.args.flag("check") {
-        if formatted == text {
-            return Ok(0);
-        }
-        eprintln!("{file} is not formatted; run: ward policy fmt {file}");
-        return Ok(1);
-    }
-    if file == "-" {
-        print!("{formatted}");
-    } else if formatted != text {
-        std::fs::write(&file, &formatted)
-            .map_err(|e| CliError::local(format!("cannot write {file}: {e}")))?;
-        println!("Success! Formatted policy: {file}");
-    } else {
-        println!("Success! {file} is already formatted");
-    }
-    Ok(0)
 }
 
 fn read_source(source: &str) -> Result<String, CliError> {
