@@ -82,7 +82,7 @@ pub(crate) struct ConnectionSettings<'a> {
 
 /// A pool for one configured database.
 pub(crate) enum Pool {
-    Postgres(PgPool),
+    Postgres(Box<PgPool>),
     Mysql(mysql_async::Pool),
 }
 
@@ -91,7 +91,7 @@ impl Pool {
     pub(crate) fn new(settings: &ConnectionSettings<'_>) -> Result<Pool, DbError> {
         let size = settings.max_open_connections.max(1);
         match settings.dialect {
-            Dialect::Postgres => Ok(Pool::Postgres(PgPool::new(pg_config(settings)?, size))),
+            Dialect::Postgres => Ok(Pool::Postgres(Box::new(PgPool::new(pg_config(settings)?, size)))),
             Dialect::Mysql | Dialect::MysqlLegacy => {
                 let opts = mysql_opts(settings)?;
                 let constraints = mysql_async::PoolConstraints::new(0, size).ok_or_else(|| {
