@@ -31,7 +31,7 @@ use crate::auth::http;
 use crate::auth::jws::{self, registered, Algorithm, Jwk, PublicKey, Unverified};
 use crate::auth::secret::{self, Secret};
 use crate::auth::token_fields::TokenFields;
-use crate::auth::{is_list_root, name_segment};
+use crate::auth::{is_list_root, role_key};
 
 /// A token naming an unknown `kid` makes Ward fetch the key set again, at most this often.
 pub const REFETCH_INTERVAL_SECONDS: i64 = 10;
@@ -179,13 +179,7 @@ impl Engine for JwtEngine {
         ctx: &EngineContext,
         request: &EngineRequest,
     ) -> Result<Option<bool>, Error> {
-        match request.path.strip_prefix("role/").and_then(name_segment) {
-            Some(name) => Ok(Some(ctx.storage.get(&role_key(name)).await?.is_some())),
-            None if request.path == "config" => {
-                Ok(Some(ctx.storage.get("config").await?.is_some()))
-            }
-            None => Ok(None),
-        }
+        super::config_or_role_exists(ctx, request).await
     }
 
     async fn handle(
@@ -1189,10 +1183,6 @@ fn leeway(data: &Map<String, Value>, key: &str) -> Result<Option<i64>, Error> {
             })
             .transpose(),
     }
-}
-
-fn role_key(name: &str) -> String {
-    format!("role/{}", name.to_lowercase())
 }
 
 fn state_key(state: &str) -> String {

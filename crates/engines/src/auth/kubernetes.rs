@@ -27,7 +27,7 @@ use crate::auth::http;
 use crate::auth::jws::{registered, Algorithm, PublicKey, Unverified};
 use crate::auth::secret::{self, Secret};
 use crate::auth::token_fields::TokenFields;
-use crate::auth::{is_list_root, name_segment};
+use crate::auth::{is_list_root, role_key};
 
 /// The in-pod files used when the config names no CA or reviewer token (and
 /// `disable_local_ca_jwt` is off).
@@ -137,13 +137,7 @@ impl Engine for KubernetesEngine {
         ctx: &EngineContext,
         request: &EngineRequest,
     ) -> Result<Option<bool>, Error> {
-        match request.path.strip_prefix("role/").and_then(name_segment) {
-            Some(name) => Ok(Some(ctx.storage.get(&role_key(name)).await?.is_some())),
-            None if request.path == "config" => {
-                Ok(Some(ctx.storage.get("config").await?.is_some()))
-            }
-            None => Ok(None),
-        }
+        super::config_or_role_exists(ctx, request).await
     }
 
     async fn handle(
@@ -626,10 +620,6 @@ fn service_account(claims: &Map<String, Value>) -> Option<ServiceAccount> {
         }
     };
     (!account.namespace.is_empty() && !account.name.is_empty()).then_some(account)
-}
-
-fn role_key(name: &str) -> String {
-    format!("role/{}", name.to_lowercase())
 }
 
 #[cfg(test)]

@@ -28,6 +28,23 @@ fn name_segment(raw: &str) -> Option<&str> {
     (!raw.is_empty() && !raw.contains('/')).then_some(raw)
 }
 
+/// The storage key of a role (names are case-insensitive, as Vault's).
+fn role_key(name: &str) -> String {
+    format!("role/{}", name.to_lowercase())
+}
+
+/// The existence check shared by methods whose writable objects are `config` and `role/<name>`.
+async fn config_or_role_exists(
+    ctx: &ward_core::EngineContext,
+    request: &ward_core::EngineRequest,
+) -> Result<Option<bool>, ward_core::Error> {
+    match request.path.strip_prefix("role/").and_then(name_segment) {
+        Some(name) => Ok(Some(ctx.storage.get(&role_key(name)).await?.is_some())),
+        None if request.path == "config" => Ok(Some(ctx.storage.get("config").await?.is_some())),
+        None => Ok(None),
+    }
+}
+
 /// Lists answer on both `role` and `role/`.
 fn is_list_root(path: &str, root: &str) -> bool {
     path == root || path.strip_suffix('/') == Some(root)
