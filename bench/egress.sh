@@ -6,6 +6,8 @@
 # Throughput at 32 connections and median latency at 1 connection, interleaved rounds;
 # servers pinned to CPU 0 and wrk to CPU 1. Also the agent's RSS with 10 routes and
 # 10 templates. Usage: bench/egress.sh   (env: DURATION=10 ROUNDS=3)
+# A/B: AGENT_B_BIN=/path/to/other/ward-agent adds a "wardb" row (a second agent with the same
+# config, e.g. a saved build of the previous revision), interleaved with the others.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
@@ -71,6 +73,16 @@ pids+=($agent_pid)
 wait_for "$work/agent.log" "Egress Listener:"
 for i in $(seq 0 9); do for _ in $(seq 1 200); do [ -s "$work/secrets/t$i.txt" ] && break; sleep 0.05; done; done
 egress="$(awk '/Egress Listener:/ {sub("http://", "", $3); print $3}' "$work/agent.log")"
+targets=(direct ward nginx)
+if [ -n "${AGENT_B_BIN:-}" ]; then
+  mkdir -p "$work/secrets-b"
+  WARD_LOG=${BENCH_AGENT_LOG:-info} taskset -c 0 "$AGENT_B_BIN" -config="$work/agent.hcl" -secrets-dir="$work/secrets-b" >"$work/agent-b.log" 2>&1 &
+  pids+=($!)
+  wait_for "$work/agent-b.log" "Egress Listener:"
+  egress_b="$(awk '/Egress Listener:/ {sub("http://", "", $3); print $3}' "$work/agent-b.log")"
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$egress_b/r0/v1/chat/completions" -d '{}')" = 200 ]; do sleep 0.05; done
+  targets=(direct ward wardb nginx)
+fi
 until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$egress/r0/v1/chat/completions" -d '{}')" = 200 ]; do sleep 0.05; done
 rss_idle_kb="$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)"
 
@@ -114,6 +126,7 @@ declare -A url=(
   [direct]="http://127.0.0.1:$up_port/v1/chat/completions"
   [ward]="http://$egress/r0/v1/chat/completions"
   [nginx]="http://127.0.0.1:$nginx_port/r0/v1/chat/completions"
+  [wardb]="http://${egress_b:-}/r0/v1/chat/completions"
 )
 # The direct run sends the key itself, as the application would without a proxy.
 run() { # target connections -> "rps p50_us non2xx"
@@ -131,7 +144,7 @@ run() { # target connections -> "rps p50_us non2xx"
 echo "load: $(cat /proc/loadavg)"
 declare -A rps p50 errs
 for round in $(seq 1 "$rounds"); do
-  for target in direct ward nginx; do
+  for target in "${targets[@]}"; do
     read -r r _ e <<<"$(run "$target" 32)"
     read -r _ l e1 <<<"$(run "$target" 1)"
     rps[$target]+="$r "; p50[$target]+="$l "; errs[$target]=$(( ${errs[$target]:-0} + ${e:-0} + ${e1:-0} ))
@@ -139,6 +152,12 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 rss_after_kb="$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)"
+if [ -n "${AGENT_B_BIN:-}" ]; then
+  for target in ward wardb; do
+    tr ' ' '\n' <<<"${rps[$target]}" | grep -v '^$' | sort -g | awk -v t="$target" '{a[NR]=$1} END {printf "%s c=32 req/s median %s [%s-%s]\n", t, a[int((NR+1)/2)], a[1], a[NR]}'
+    tr ' ' '\n' <<<"${p50[$target]}" | grep -v '^$' | sort -g | awk -v t="$target" '{a[NR]=$1} END {printf "%s c=1 p50 us median %s [%s-%s]\n", t, a[int((NR+1)/2)], a[1], a[NR]}'
+  done
+fi
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 python3 - "$(median "${rps[direct]}")" "$(median "${rps[ward]}")" "$(median "${rps[nginx]}")" \
   "$(median "${p50[direct]}")" "$(median "${p50[ward]}")" "$(median "${p50[nginx]}")" \

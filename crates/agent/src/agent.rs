@@ -151,11 +151,8 @@ impl Agent {
                 .map_err(|error| StartError(error.to_string()))?;
             tracing::info!(address = %address, routes = egress_config.routes.len(), "egress proxy listening");
             egress_address = Some(address);
-            tokio::spawn(egress::serve(
-                Arc::new(proxy),
-                listener,
-                shutdown_rx.clone(),
-            ));
+            egress::spawn_dedicated(Arc::new(proxy), listener, shutdown_rx.clone())
+                .map_err(|error| StartError(format!("starting the egress proxy: {error}")))?;
         }
         // The API proxy listeners.
         let mut listener_addresses = Vec::new();

@@ -35,8 +35,12 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 }
 
 /// Streams a received body on, as it arrives.
-pub fn stream(body: Incoming) -> ProxyBody {
-    body.map_err(BoxError::from).boxed_unsync()
+pub fn stream<B>(body: B) -> ProxyBody
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
 }
 
 /// A JSON error answer: `{"error": code, "message": ...}` plus any extra fields.
@@ -63,6 +67,9 @@ pub fn vault_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`. When
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and `Upgrade` stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -85,8 +92,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     ] {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
     // `TE: trailers` is end-to-end in practice (gRPC needs it); anything else goes.
     let te_trailers = headers
         .get(header::TE)
@@ -163,6 +170,33 @@ where
     });
 }
 
+/// How often the timer anchor of a listener wakes up; below the header read timeout (30 s).
+const TIMER_ANCHOR_PERIOD: Duration = Duration::from_secs(10);
+
+/// Keeps a timer that is always due sooner than any connection's header read timeout, for as
+/// long as the listener runs (the task ends when the returned guard drops).
+///
+/// Why: hyper arms the 30 s header read timeout again after every response on a keep-alive
+/// connection. When the new deadline is earlier than the time driver's next wake-up, tokio
+/// unparks its driver (an eventfd write plus an extra `epoll_wait` return) on every request;
+/// with an earlier timer always pending it never is, and the only cost is one wake-up every
+/// ten seconds.
+fn timer_anchor() -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async {
+        loop {
+            tokio::time::sleep(TIMER_ANCHOR_PERIOD).await;
+        }
+    }))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Accepts TCP connections until `shutdown` flips to true.
 pub async fn accept_tcp<S, F>(
     listener: tokio::net::TcpListener,
@@ -173,6 +207,7 @@ pub async fn accept_tcp<S, F>(
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    let _anchor = timer_anchor();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -213,6 +248,7 @@ pub async fn accept_unix<S, F>(
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    let _anchor = timer_anchor();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

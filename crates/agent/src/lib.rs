@@ -23,17 +23,25 @@ pub mod config;
 pub mod egress;
 pub mod fsutil;
 pub mod http_util;
+pub mod log_writer;
 pub mod metrics;
 pub mod runner;
 pub mod secret;
 pub mod secrets;
 pub mod template;
 pub mod tls;
+pub mod upstream_pool;
 
 pub use agent::{Agent, RunningAgent};
 
 /// Runs `ward agent` with the arguments after `agent`; returns the process exit code.
 pub async fn run_from_args(args: Vec<String>) -> i32 {
+    let code = run(args).await;
+    log_writer::flush();
+    code
+}
+
+async fn run(args: Vec<String>) -> i32 {
     let options = match cli::parse(&args) {
         Ok(cli::Parsed::Help) => {
             println!("{}", usage());
@@ -81,7 +89,8 @@ pub fn usage() -> &'static str {
     cli::USAGE
 }
 
-/// Sets up logging to stderr unless the embedding binary already did.
+/// Sets up logging to stderr unless the embedding binary already did. INFO lines (one per
+/// egress call) are buffered for up to 100 ms; warnings and errors are written at once.
 fn init_logging(level: Option<&str>) {
     let filter = level
         .map(str::to_owned)
@@ -90,7 +99,7 @@ fn init_logging(level: Option<&str>) {
         .unwrap_or_else(|| "info".to_owned());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer::AgentLogWriter)
         .with_ansi(false)
         .try_init();
 }
