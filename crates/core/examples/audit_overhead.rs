@@ -16,9 +16,19 @@ use ward_core::request::{Request, Verb};
 use ward_core::{Core, CoreConfig};
 
 async fn core_with_secret() -> (Arc<Core>, String) {
-    let core = Core::new(CoreConfig::default(), Arc::new(ward_storage::InMemory::new()), ward_engines::registry());
-    let root = core.dev_init(None).await.map(|i| i.root_token.to_string()).unwrap_or_default();
-    let write = Request::new(Verb::Write, "secret/data/bench").with_token(&root).with_data(json!({"data": {"user": "app", "password": "p4ssw0rd-bench"}}));
+    let core = Core::new(
+        CoreConfig::default(),
+        Arc::new(ward_storage::InMemory::new()),
+        ward_engines::registry(),
+    );
+    let root = core
+        .dev_init(None)
+        .await
+        .map(|i| i.root_token.to_string())
+        .unwrap_or_default();
+    let write = Request::new(Verb::Write, "secret/data/bench")
+        .with_token(&root)
+        .with_data(json!({"data": {"user": "app", "password": "p4ssw0rd-bench"}}));
     if let Err(e) = core.handle_request(write).await {
         eprintln!("setup failed: {e}");
     }
@@ -27,7 +37,10 @@ async fn core_with_secret() -> (Arc<Core>, String) {
 
 /// The device's `file_path`: `AUDIT_PATH` (e.g. `discard`) or a file in a temporary directory.
 fn audit_path(default: &std::path::Path) -> String {
-    std::env::var("AUDIT_PATH").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| default.to_string_lossy().to_string())
+    std::env::var("AUDIT_PATH")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| default.to_string_lossy().to_string())
 }
 
 /// This process's CPU time (user + system) in seconds, from `/proc/self/stat`.
@@ -36,13 +49,23 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name (which is in parentheses and may contain spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Reads per second with `concurrency` tasks for `duration`, and CPU microseconds per read.
-async fn measured(core: &Arc<Core>, root: &str, concurrency: usize, duration: Duration) -> (f64, f64) {
+async fn measured(
+    core: &Arc<Core>,
+    root: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> (f64, f64) {
     let cpu = cpu_seconds();
     let rate = throughput(core, root, concurrency, duration).await;
     let used = cpu_seconds() - cpu;
@@ -94,7 +117,13 @@ async fn main() {
 
     // Warm up both, then alternate rounds so that both see the same machine conditions.
     throughput(&plain, &plain_root, concurrency, Duration::from_millis(300)).await;
-    throughput(&audited, &audited_root, concurrency, Duration::from_millis(300)).await;
+    throughput(
+        &audited,
+        &audited_root,
+        concurrency,
+        Duration::from_millis(300),
+    )
+    .await;
     for concurrency in [concurrency, 1] {
         let (mut without, mut with, mut cpu_without, mut cpu_with) = (0.0, 0.0, 0.0, 0.0);
         for _ in 0..3 {
@@ -131,5 +160,9 @@ async fn main() {
         passes += 1;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("verify: {:.0} MB in {elapsed:.2}s = {:.0} MB/s (page cache)", bytes as f64 / 1e6, bytes as f64 / 1e6 / elapsed);
+    println!(
+        "verify: {:.0} MB in {elapsed:.2}s = {:.0} MB/s (page cache)",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / elapsed
+    );
 }

@@ -43,7 +43,12 @@ const SINK_PREFIX: &str = "sinks/";
 pub trait AlertTransport: Send + Sync {
     /// POSTs `body` (JSON) with the given extra headers; `Err` with a short reason when the
     /// receiver did not accept it (connection refused, non-2xx status).
-    async fn post(&self, url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<(), String>;
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<(), String>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
@@ -125,7 +130,10 @@ struct SinkRecord {
 
 impl fmt::Debug for SinkRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SinkRecord").field("name", &self.name).field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("SinkRecord")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,7 +216,10 @@ impl Alerts {
     pub(crate) async fn load(&self, view: StorageView) -> Result<(), Error> {
         let mut sinks = Vec::new();
         for name in view.list(SINK_PREFIX).await? {
-            if let Some(sink) = view.get_json::<SinkRecord>(&format!("{SINK_PREFIX}{name}")).await? {
+            if let Some(sink) = view
+                .get_json::<SinkRecord>(&format!("{SINK_PREFIX}{name}"))
+                .await?
+            {
                 sinks.push(sink);
             }
         }
@@ -233,7 +244,14 @@ impl Alerts {
     }
 
     /// Queues an alert for every sink whose threshold it meets, and wakes the delivery task.
-    pub fn raise(&self, severity: Severity, rule: &str, summary: String, details: Value, now: time::OffsetDateTime) {
+    pub fn raise(
+        &self,
+        severity: Severity,
+        rule: &str,
+        summary: String,
+        details: Value,
+        now: time::OffsetDateTime,
+    ) {
         let alert = Arc::new(Alert {
             id: uuid::Uuid::new_v4().to_string(),
             time: crate::clock::rfc3339(now),
@@ -271,13 +289,28 @@ impl Alerts {
     }
 
     /// A policy was written or deleted.
-    pub(crate) fn policy_changed(&self, name: &str, operation: &str, actor: &Actor, before: Option<&str>, after: Option<&str>, now: time::OffsetDateTime) {
+    pub(crate) fn policy_changed(
+        &self,
+        name: &str,
+        operation: &str,
+        actor: &Actor,
+        before: Option<&str>,
+        after: Option<&str>,
+        now: time::OffsetDateTime,
+    ) {
         self.metrics.policy_changed(operation);
         let diff = unified_diff(name, before.unwrap_or_default(), after.unwrap_or_default());
         self.raise(
             Severity::High,
             "policy-change",
-            format!("policy {name:?} {operation} by {}", if actor.display_name.is_empty() { "unknown" } else { &actor.display_name }),
+            format!(
+                "policy {name:?} {operation} by {}",
+                if actor.display_name.is_empty() {
+                    "unknown"
+                } else {
+                    &actor.display_name
+                }
+            ),
             json!({ "policy": name, "operation": operation, "actor": actor.json(), "diff": diff }),
             now,
         );
@@ -286,8 +319,16 @@ impl Alerts {
     /// A login failed: counts per mount and per source address.
     pub(crate) fn login_failed(&self, mount: &str, address: &str, now: time::OffsetDateTime) {
         let config = self.config();
-        for (key, scope, value) in [(format!("login-mount:{mount}"), "mount", mount), (format!("login-source:{address}"), "source", address)] {
-            if let Some(count) = self.count(&key, now.unix_timestamp(), config.failed_login_threshold, config.failed_login_window) {
+        for (key, scope, value) in [
+            (format!("login-mount:{mount}"), "mount", mount),
+            (format!("login-source:{address}"), "source", address),
+        ] {
+            if let Some(count) = self.count(
+                &key,
+                now.unix_timestamp(),
+                config.failed_login_threshold,
+                config.failed_login_window,
+            ) {
                 self.raise(
                     Severity::Medium,
                     "failed-logins",
@@ -303,7 +344,12 @@ impl Alerts {
     pub(crate) fn rate_limited(&self, quota: &str, identity: &str, now: time::OffsetDateTime) {
         let config = self.config();
         let key = format!("rate:{quota}:{identity}");
-        if let Some(count) = self.count(&key, now.unix_timestamp(), config.rate_limit_threshold, config.rate_limit_window) {
+        if let Some(count) = self.count(
+            &key,
+            now.unix_timestamp(),
+            config.rate_limit_threshold,
+            config.rate_limit_window,
+        ) {
             self.raise(
                 Severity::Medium,
                 "rate-limit",
@@ -316,7 +362,10 @@ impl Alerts {
 
     /// An audit device failed to record an entry: one alert per device per minute.
     pub(crate) fn audit_failed(&self, device: &str, reason: &str, now: time::OffsetDateTime) {
-        if self.count(&format!("audit:{device}"), now.unix_timestamp(), 1, 60).is_some() {
+        if self
+            .count(&format!("audit:{device}"), now.unix_timestamp(), 1, 60)
+            .is_some()
+        {
             self.raise(
                 Severity::High,
                 "audit-device-failure",
@@ -328,7 +377,13 @@ impl Alerts {
     }
 
     pub(crate) fn sealed(&self, actor: &Actor, now: time::OffsetDateTime) {
-        self.raise(Severity::High, "sealed", "the vault was sealed".into(), json!({ "actor": actor.json() }), now);
+        self.raise(
+            Severity::High,
+            "sealed",
+            "the vault was sealed".into(),
+            json!({ "actor": actor.json() }),
+            now,
+        );
     }
 
     /// Records an event for `key`; returns the count when it reaches the threshold within
@@ -353,7 +408,10 @@ impl Alerts {
     }
 
     /// Runs the delivery loop until the transport's owner drops the returned task.
-    pub fn spawn_delivery(self: &Arc<Self>, transport: Arc<dyn AlertTransport>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_delivery(
+        self: &Arc<Self>,
+        transport: Arc<dyn AlertTransport>,
+    ) -> tokio::task::JoinHandle<()> {
         let alerts = self.clone();
         tokio::spawn(async move { alerts.deliver_forever(transport).await })
     }
@@ -363,7 +421,8 @@ impl Alerts {
             let now = tokio::time::Instant::now();
             let due: Vec<Pending> = {
                 let mut outbox = lock(&self.outbox);
-                let (ready, waiting): (VecDeque<Pending>, VecDeque<Pending>) = outbox.drain(..).partition(|p| p.due <= now);
+                let (ready, waiting): (VecDeque<Pending>, VecDeque<Pending>) =
+                    outbox.drain(..).partition(|p| p.due <= now);
                 *outbox = waiting;
                 ready.into_iter().collect()
             };
@@ -377,8 +436,12 @@ impl Alerts {
                         pending.last_error = reason;
                         let config = self.config();
                         let factor = 1u64 << pending.attempts.min(20);
-                        let backoff = config.retry_initial_backoff_ms.saturating_mul(factor / 2).min(config.retry_max_backoff_ms.max(1));
-                        pending.due = tokio::time::Instant::now() + Duration::from_millis(backoff.max(1));
+                        let backoff = config
+                            .retry_initial_backoff_ms
+                            .saturating_mul(factor / 2)
+                            .min(config.retry_max_backoff_ms.max(1));
+                        pending.due =
+                            tokio::time::Instant::now() + Duration::from_millis(backoff.max(1));
                         lock(&self.outbox).push_back(pending);
                     }
                 }
@@ -397,9 +460,15 @@ impl Alerts {
     }
 
     /// Sends one alert to its sink; a sink deleted since the alert was queued drops it.
-    async fn deliver_one(&self, transport: &dyn AlertTransport, pending: &Pending) -> Result<(), String> {
+    async fn deliver_one(
+        &self,
+        transport: &dyn AlertTransport,
+        pending: &Pending,
+    ) -> Result<(), String> {
         let sinks = self.sinks.read().map(|s| s.clone()).unwrap_or_default();
-        let Some(sink) = sinks.iter().find(|s| s.name == pending.sink) else { return Ok(()) };
+        let Some(sink) = sinks.iter().find(|s| s.name == pending.sink) else {
+            return Ok(());
+        };
         let body = match sink.kind.as_str() {
             "slack" => serde_json::to_vec(&json!({ "text": format!("[{}] {}", pending.alert.severity.as_str(), pending.alert.summary) })),
             _ => serde_json::to_vec(pending.alert.as_ref()),
@@ -413,11 +482,17 @@ impl Alerts {
     }
 
     /// `sys/alerts/...`; `path` relative to `sys/alerts/`.
-    pub(crate) async fn handle(&self, path: &str, operation: Operation, data: &Map<String, Value>) -> Result<Response, Error> {
+    pub(crate) async fn handle(
+        &self,
+        path: &str,
+        operation: Operation,
+        data: &Map<String, Value>,
+    ) -> Result<Response, Error> {
         let path = path.trim_matches('/');
         match (path, operation) {
             ("config", Operation::Read) => {
-                let config = serde_json::to_value(self.config()).map_err(|e| Error::internal(e.to_string()))?;
+                let config = serde_json::to_value(self.config())
+                    .map_err(|e| Error::internal(e.to_string()))?;
                 Ok(Response::with_data(crate::core::Core::data_map(config)))
             }
             ("config", op) if op.is_write() => {
@@ -425,14 +500,21 @@ impl Alerts {
                 for (key, slot) in [
                     ("failed_login_threshold", &mut config.failed_login_threshold),
                     ("rate_limit_threshold", &mut config.rate_limit_threshold),
-                    ("retry_initial_backoff_ms", &mut config.retry_initial_backoff_ms),
+                    (
+                        "retry_initial_backoff_ms",
+                        &mut config.retry_initial_backoff_ms,
+                    ),
                     ("retry_max_backoff_ms", &mut config.retry_max_backoff_ms),
                 ] {
                     if let Some(v) = fields::integer(data, key)? {
-                        *slot = u64::try_from(v).map_err(|_| Error::invalid(format!("{key} must not be negative")))?;
+                        *slot = u64::try_from(v)
+                            .map_err(|_| Error::invalid(format!("{key} must not be negative")))?;
                     }
                 }
-                for (key, slot) in [("failed_login_window", &mut config.failed_login_window), ("rate_limit_window", &mut config.rate_limit_window)] {
+                for (key, slot) in [
+                    ("failed_login_window", &mut config.failed_login_window),
+                    ("rate_limit_window", &mut config.rate_limit_window),
+                ] {
                     if let Some(v) = fields::duration(data, key)? {
                         *slot = v;
                     }
@@ -449,26 +531,51 @@ impl Alerts {
                     .iter()
                     .map(|p| json!({ "alert": p.alert.as_ref(), "sink": p.sink, "attempts": p.attempts, "last_error": p.last_error }))
                     .collect();
-                Ok(Response::with_data(crate::core::Core::data_map(json!({ "count": items.len(), "pending": items }))))
+                Ok(Response::with_data(crate::core::Core::data_map(
+                    json!({ "count": items.len(), "pending": items }),
+                )))
             }
             ("recent", Operation::Read) => {
-                let recent: Vec<Value> = lock(&self.recent).iter().map(|a| json!(a.as_ref())).collect();
-                Ok(Response::with_data(crate::core::Core::data_map(json!({ "alerts": recent }))))
+                let recent: Vec<Value> = lock(&self.recent)
+                    .iter()
+                    .map(|a| json!(a.as_ref()))
+                    .collect();
+                Ok(Response::with_data(crate::core::Core::data_map(
+                    json!({ "alerts": recent }),
+                )))
             }
             ("sinks", Operation::List | Operation::Read) => {
-                let mut names: Vec<String> = self.sinks.read().map(|s| s.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
+                let mut names: Vec<String> = self
+                    .sinks
+                    .read()
+                    .map(|s| s.iter().map(|s| s.name.clone()).collect())
+                    .unwrap_or_default();
                 names.sort();
-                EngineResponse::list(names).map(|r| Response { data: r.data, ..Response::default() })
+                EngineResponse::list(names).map(|r| Response {
+                    data: r.data,
+                    ..Response::default()
+                })
             }
             _ => match path.strip_prefix(SINK_PREFIX) {
-                Some(name) if !name.is_empty() && !name.contains('/') => self.sink_endpoint(name, operation, data).await,
+                Some(name) if !name.is_empty() && !name.contains('/') => {
+                    self.sink_endpoint(name, operation, data).await
+                }
                 _ => Err(Error::UnsupportedPath(format!("sys/alerts/{path}"))),
             },
         }
     }
 
-    async fn sink_endpoint(&self, name: &str, operation: Operation, data: &Map<String, Value>) -> Result<Response, Error> {
-        let existing = self.sinks.read().ok().and_then(|s| s.iter().find(|s| s.name == name).cloned());
+    async fn sink_endpoint(
+        &self,
+        name: &str,
+        operation: Operation,
+        data: &Map<String, Value>,
+    ) -> Result<Response, Error> {
+        let existing = self
+            .sinks
+            .read()
+            .ok()
+            .and_then(|s| s.iter().find(|s| s.name == name).cloned());
         match operation {
             Operation::Read => {
                 let sink = existing.ok_or_else(Error::not_found)?;
@@ -481,21 +588,43 @@ impl Alerts {
                 }))))
             }
             op if op.is_write() => {
-                let kind = fields::string(data, "type")?.or(existing.as_ref().map(|s| s.kind.clone())).unwrap_or_else(|| "webhook".into());
+                let kind = fields::string(data, "type")?
+                    .or(existing.as_ref().map(|s| s.kind.clone()))
+                    .unwrap_or_else(|| "webhook".into());
                 if !matches!(kind.as_str(), "webhook" | "slack") {
                     return Err(Error::invalid("type must be \"webhook\" or \"slack\""));
                 }
-                let url = fields::string(data, "url")?.or(existing.as_ref().map(|s| s.url.clone())).unwrap_or_default();
+                let url = fields::string(data, "url")?
+                    .or(existing.as_ref().map(|s| s.url.clone()))
+                    .unwrap_or_default();
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
                     return Err(Error::invalid("url must be an http:// or https:// URL"));
                 }
-                let secret = Zeroizing::new(fields::string(data, "secret")?.or(existing.as_ref().map(|s| s.secret.clone())).unwrap_or_default());
+                let secret = Zeroizing::new(
+                    fields::string(data, "secret")?
+                        .or(existing.as_ref().map(|s| s.secret.clone()))
+                        .unwrap_or_default(),
+                );
                 let min_severity = match fields::string(data, "min_severity")? {
-                    Some(text) => Severity::parse(&text).ok_or_else(|| Error::invalid("min_severity must be info, low, medium, high or critical"))?,
-                    None => existing.as_ref().map(|s| s.min_severity).unwrap_or_default(),
+                    Some(text) => Severity::parse(&text).ok_or_else(|| {
+                        Error::invalid("min_severity must be info, low, medium, high or critical")
+                    })?,
+                    None => existing
+                        .as_ref()
+                        .map(|s| s.min_severity)
+                        .unwrap_or_default(),
                 };
-                let record = SinkRecord { name: name.to_string(), kind, url, secret: secret.to_string(), min_severity };
-                self.store().await?.put_json(&format!("{SINK_PREFIX}{name}"), &record).await?;
+                let record = SinkRecord {
+                    name: name.to_string(),
+                    kind,
+                    url,
+                    secret: secret.to_string(),
+                    min_severity,
+                };
+                self.store()
+                    .await?
+                    .put_json(&format!("{SINK_PREFIX}{name}"), &record)
+                    .await?;
                 self.replace_sinks(|sinks| {
                     sinks.retain(|s| s.name != name);
                     sinks.push(record);
@@ -503,12 +632,17 @@ impl Alerts {
                 Ok(Response::default())
             }
             Operation::Delete => {
-                self.store().await?.delete(&format!("{SINK_PREFIX}{name}")).await?;
+                self.store()
+                    .await?
+                    .delete(&format!("{SINK_PREFIX}{name}"))
+                    .await?;
                 self.replace_sinks(|sinks| sinks.retain(|s| s.name != name));
                 lock(&self.outbox).retain(|p| p.sink != name);
                 Ok(Response::default())
             }
-            _ => Err(Error::UnsupportedOperation(format!("sys/alerts/sinks/{name}"))),
+            _ => Err(Error::UnsupportedOperation(format!(
+                "sys/alerts/sinks/{name}"
+            ))),
         }
     }
 
@@ -526,10 +660,17 @@ impl Alerts {
 }
 
 /// Who made a request, for an alert.
-pub(crate) fn actor(caller: Option<&crate::core::Caller>, request: &crate::request::Request) -> Actor {
+pub(crate) fn actor(
+    caller: Option<&crate::core::Caller>,
+    request: &crate::request::Request,
+) -> Actor {
     Actor {
-        display_name: caller.map(|c| c.entry.display_name.clone()).unwrap_or_default(),
-        entity_id: caller.map(|c| c.entry.entity_id.clone()).unwrap_or_default(),
+        display_name: caller
+            .map(|c| c.entry.display_name.clone())
+            .unwrap_or_default(),
+        entity_id: caller
+            .map(|c| c.entry.entity_id.clone())
+            .unwrap_or_default(),
         accessor: caller.map(|c| c.entry.accessor.clone()).unwrap_or_default(),
         remote_address: request.remote_address.clone().unwrap_or_default(),
     }
@@ -565,11 +706,15 @@ impl crate::core::Core {
         request: &crate::request::Request,
     ) -> Result<Response, Error> {
         if !(operation.is_write() || operation == Operation::Delete) {
-            return self.policy_endpoint(state, name, operation, data, field).await;
+            return self
+                .policy_endpoint(state, name, operation, data, field)
+                .await;
         }
         let normalized = crate::policy_store::normalize(name)?;
         let before = state.policies.raw(&normalized).await?;
-        let response = self.policy_endpoint(state, name, operation, data, field).await?;
+        let response = self
+            .policy_endpoint(state, name, operation, data, field)
+            .await?;
         let after = state.policies.raw(&normalized).await?;
         if before != after {
             let kind = match (&before, &after) {
@@ -578,7 +723,14 @@ impl crate::core::Core {
                 _ => "update",
             };
             let actor = actor(caller, request);
-            self.alerts.policy_changed(&normalized, kind, &actor, before.as_deref(), after.as_deref(), self.clock.now());
+            self.alerts.policy_changed(
+                &normalized,
+                kind,
+                &actor,
+                before.as_deref(),
+                after.as_deref(),
+                self.clock.now(),
+            );
         }
         Ok(response)
     }
@@ -602,10 +754,20 @@ pub fn unified_diff(name: &str, before: &str, after: &str) -> String {
     let mut table = vec![vec![0u32; new.len() + 1]; old.len() + 1];
     for i in (0..old.len()).rev() {
         for j in (0..new.len()).rev() {
-            table[i][j] = if old[i] == new[j] { table[i + 1][j + 1] + 1 } else { table[i + 1][j].max(table[i][j + 1]) };
+            table[i][j] = if old[i] == new[j] {
+                table[i + 1][j + 1] + 1
+            } else {
+                table[i + 1][j].max(table[i][j + 1])
+            };
         }
     }
-    let mut out = format!("--- a/{name}\n+++ b/{name}\n@@ -{},{} +{},{} @@\n", u32::from(!old.is_empty()), old.len(), u32::from(!new.is_empty()), new.len());
+    let mut out = format!(
+        "--- a/{name}\n+++ b/{name}\n@@ -{},{} +{},{} @@\n",
+        u32::from(!old.is_empty()),
+        old.len(),
+        u32::from(!new.is_empty()),
+        new.len()
+    );
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         if i < old.len() && j < new.len() && old[i] == new[j] {
@@ -640,8 +802,16 @@ mod tests {
         assert_eq!(alerts.count("k", 0, 3, 60), None);
         assert_eq!(alerts.count("k", 1, 3, 60), None);
         assert_eq!(alerts.count("k", 2, 3, 60), Some(3));
-        assert_eq!(alerts.count("k", 3, 3, 60), None, "already alerted in this window");
-        assert_eq!(alerts.count("k", 100, 3, 60), None, "old events left the window");
+        assert_eq!(
+            alerts.count("k", 3, 3, 60),
+            None,
+            "already alerted in this window"
+        );
+        assert_eq!(
+            alerts.count("k", 100, 3, 60),
+            None,
+            "old events left the window"
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 /// Histogram bucket bounds of request latency, in seconds.
-const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Label sets kept per family; past this, new ones are counted under `other`.
 const MAX_SERIES: usize = 10_000;
 
@@ -50,13 +52,20 @@ struct Inner {
 impl Inner {
     fn add(&mut self, name: &'static str, labels: Labels, n: u64) {
         let family = self.counters.entry(name).or_default();
-        let labels = if family.len() >= MAX_SERIES && !family.contains_key(&labels) { overflow(&labels) } else { labels };
+        let labels = if family.len() >= MAX_SERIES && !family.contains_key(&labels) {
+            overflow(&labels)
+        } else {
+            labels
+        };
         *family.entry(labels).or_default() += n;
     }
 }
 
 fn overflow(labels: &Labels) -> Labels {
-    labels.iter().map(|(k, _)| (*k, "other".to_string())).collect()
+    labels
+        .iter()
+        .map(|(k, _)| (*k, "other".to_string()))
+        .collect()
 }
 
 /// What a renderer adds from outside the registry.
@@ -77,20 +86,37 @@ pub struct Metrics {
 /// The help line and type of each family.
 fn describe(name: &str) -> (&'static str, &'static str) {
     match name {
-        "ward_requests_total" => ("Requests handled, by mount, operation and outcome.", "counter"),
-        "ward_request_duration_seconds" => ("Request latency inside the core, by mount and operation.", "histogram"),
+        "ward_requests_total" => (
+            "Requests handled, by mount, operation and outcome.",
+            "counter",
+        ),
+        "ward_request_duration_seconds" => (
+            "Request latency inside the core, by mount and operation.",
+            "histogram",
+        ),
         "ward_logins_total" => ("Successful logins, by auth mount and role.", "counter"),
         "ward_login_failures_total" => ("Failed logins, by auth mount and role.", "counter"),
         "ward_tokens_created_total" => ("Tokens issued, by mount.", "counter"),
         "ward_tokens_revoked_total" => ("Tokens revoked, by mount.", "counter"),
         "ward_leases_created_total" => ("Leases issued, by mount.", "counter"),
         "ward_leases_revoked_total" => ("Leases revoked, by mount.", "counter"),
-        "ward_rate_limit_rejections_total" => ("Requests refused by a rate-limit quota, by quota and identity.", "counter"),
+        "ward_rate_limit_rejections_total" => (
+            "Requests refused by a rate-limit quota, by quota and identity.",
+            "counter",
+        ),
         "ward_policy_changes_total" => ("Policy writes and deletions, by operation.", "counter"),
-        "ward_audit_failures_total" => ("Audit entries a device failed to record, by device.", "counter"),
-        "ward_audit_refusals_total" => ("Requests refused because no audit device recorded them.", "counter"),
+        "ward_audit_failures_total" => (
+            "Audit entries a device failed to record, by device.",
+            "counter",
+        ),
+        "ward_audit_refusals_total" => (
+            "Requests refused because no audit device recorded them.",
+            "counter",
+        ),
         "ward_alerts_raised_total" => ("Alerts raised, by rule and severity.", "counter"),
-        "ward_alert_deliveries_total" => ("Alert delivery attempts, by sink and outcome.", "counter"),
+        "ward_alert_deliveries_total" => {
+            ("Alert delivery attempts, by sink and outcome.", "counter")
+        }
         "ward_alerts_dropped_total" => ("Alerts dropped because the outbox was full.", "counter"),
         _ => ("", "counter"),
     }
@@ -111,46 +137,116 @@ impl Metrics {
     /// One request through `handle_request`.
     pub fn request(&self, mount: &str, operation: &str, status: &str, elapsed: Duration) {
         self.with(|inner| {
-            inner.add("ward_requests_total", vec![("mount", mount.into()), ("operation", operation.into()), ("status", status.into())], 1);
-            let family = inner.histograms.entry("ward_request_duration_seconds").or_default();
+            inner.add(
+                "ward_requests_total",
+                vec![
+                    ("mount", mount.into()),
+                    ("operation", operation.into()),
+                    ("status", status.into()),
+                ],
+                1,
+            );
+            let family = inner
+                .histograms
+                .entry("ward_request_duration_seconds")
+                .or_default();
             let labels: Labels = vec![("mount", mount.into()), ("operation", operation.into())];
-            let labels = if family.len() >= MAX_SERIES && !family.contains_key(&labels) { overflow(&labels) } else { labels };
-            family.entry(labels).or_default().observe(elapsed.as_secs_f64());
+            let labels = if family.len() >= MAX_SERIES && !family.contains_key(&labels) {
+                overflow(&labels)
+            } else {
+                labels
+            };
+            family
+                .entry(labels)
+                .or_default()
+                .observe(elapsed.as_secs_f64());
         });
     }
 
     pub fn login(&self, mount: &str, role: &str, succeeded: bool) {
-        let name = if succeeded { "ward_logins_total" } else { "ward_login_failures_total" };
-        self.with(|inner| inner.add(name, vec![("mount", mount.into()), ("role", role.into())], 1));
+        let name = if succeeded {
+            "ward_logins_total"
+        } else {
+            "ward_login_failures_total"
+        };
+        self.with(|inner| {
+            inner.add(
+                name,
+                vec![("mount", mount.into()), ("role", role.into())],
+                1,
+            )
+        });
     }
 
     pub fn token_created(&self, mount: &str) {
-        self.with(|inner| inner.add("ward_tokens_created_total", vec![("mount", mount.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_tokens_created_total",
+                vec![("mount", mount.into())],
+                1,
+            )
+        });
     }
 
     /// For the token store and the expiration manager to call on revocation.
     pub fn token_revoked(&self, mount: &str) {
-        self.with(|inner| inner.add("ward_tokens_revoked_total", vec![("mount", mount.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_tokens_revoked_total",
+                vec![("mount", mount.into())],
+                1,
+            )
+        });
     }
 
     pub fn lease_created(&self, mount: &str) {
-        self.with(|inner| inner.add("ward_leases_created_total", vec![("mount", mount.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_leases_created_total",
+                vec![("mount", mount.into())],
+                1,
+            )
+        });
     }
 
     pub fn lease_revoked(&self, mount: &str) {
-        self.with(|inner| inner.add("ward_leases_revoked_total", vec![("mount", mount.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_leases_revoked_total",
+                vec![("mount", mount.into())],
+                1,
+            )
+        });
     }
 
     pub fn rate_limited(&self, quota: &str, identity: &str) {
-        self.with(|inner| inner.add("ward_rate_limit_rejections_total", vec![("quota", quota.into()), ("identity", identity.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_rate_limit_rejections_total",
+                vec![("quota", quota.into()), ("identity", identity.into())],
+                1,
+            )
+        });
     }
 
     pub fn policy_changed(&self, operation: &str) {
-        self.with(|inner| inner.add("ward_policy_changes_total", vec![("operation", operation.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_policy_changes_total",
+                vec![("operation", operation.into())],
+                1,
+            )
+        });
     }
 
     pub fn audit_failure(&self, device: &str) {
-        self.with(|inner| inner.add("ward_audit_failures_total", vec![("device", device.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_audit_failures_total",
+                vec![("device", device.into())],
+                1,
+            )
+        });
     }
 
     pub fn audit_refusal(&self) {
@@ -158,12 +254,24 @@ impl Metrics {
     }
 
     pub fn alert_raised(&self, rule: &str, severity: &str) {
-        self.with(|inner| inner.add("ward_alerts_raised_total", vec![("rule", rule.into()), ("severity", severity.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_alerts_raised_total",
+                vec![("rule", rule.into()), ("severity", severity.into())],
+                1,
+            )
+        });
     }
 
     pub fn alert_delivery(&self, sink: &str, delivered: bool) {
         let outcome = if delivered { "delivered" } else { "failed" };
-        self.with(|inner| inner.add("ward_alert_deliveries_total", vec![("sink", sink.into()), ("outcome", outcome.into())], 1));
+        self.with(|inner| {
+            inner.add(
+                "ward_alert_deliveries_total",
+                vec![("sink", sink.into()), ("outcome", outcome.into())],
+                1,
+            )
+        });
     }
 
     pub fn alert_dropped(&self) {
@@ -176,7 +284,11 @@ impl Metrics {
             inner.counters.get(name).map_or(0, |family| {
                 family
                     .iter()
-                    .filter(|(l, _)| labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+                    .filter(|(l, _)| {
+                        labels
+                            .iter()
+                            .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+                    })
                     .map(|(_, n)| *n)
                     .sum()
             })
@@ -187,7 +299,10 @@ impl Metrics {
     pub fn prometheus(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
         for (name, help, value) in gauge_list(gauges) {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         self.with(|inner| {
             for (name, family) in &inner.counters {
@@ -202,11 +317,30 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
                 for (labels, histogram) in sorted(family) {
                     for (bound, count) in LATENCY_BUCKETS.iter().zip(histogram.buckets) {
-                        let _ = writeln!(out, "{name}_bucket{} {count}", label_text(labels, Some(&bound.to_string())));
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{} {count}",
+                            label_text(labels, Some(&bound.to_string()))
+                        );
                     }
-                    let _ = writeln!(out, "{name}_bucket{} {}", label_text(labels, Some("+Inf")), histogram.count);
-                    let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), histogram.sum);
-                    let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), histogram.count);
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        label_text(labels, Some("+Inf")),
+                        histogram.count
+                    );
+                    let _ = writeln!(
+                        out,
+                        "{name}_sum{} {}",
+                        label_text(labels, None),
+                        histogram.sum
+                    );
+                    let _ = writeln!(
+                        out,
+                        "{name}_count{} {}",
+                        label_text(labels, None),
+                        histogram.count
+                    );
                 }
             }
         });
@@ -260,14 +394,22 @@ impl crate::core::Core {
 
     /// `/v1/sys/metrics` in Vault's JSON shape.
     pub fn metrics_json(&self) -> Value {
-        self.metrics.json(&self.gauges(), &crate::clock::rfc3339(self.clock.now()))
+        self.metrics
+            .json(&self.gauges(), &crate::clock::rfc3339(self.clock.now()))
     }
 
     fn gauges(&self) -> Gauges {
         let state = self.state().ok();
         Gauges {
             sealed: state.is_none(),
-            barrier_key_term: if state.is_some() { self.barrier.key_status().map(|s| u64::from(s.term)).unwrap_or(0) } else { 0 },
+            barrier_key_term: if state.is_some() {
+                self.barrier
+                    .key_status()
+                    .map(|s| u64::from(s.term))
+                    .unwrap_or(0)
+            } else {
+                0
+            },
             alerts_pending: self.alerts.pending_count() as u64,
             audit_devices: state.map_or(0, |s| s.audit.len() as u64),
         }
@@ -275,7 +417,10 @@ impl crate::core::Core {
 
     /// `GET sys/metrics` through `handle_request`: JSON data, or with `format=prometheus`
     /// the text under `data.prometheus`, which the server sends as `text/plain`.
-    pub(crate) fn metrics_endpoint(&self, data: &serde_json::Map<String, Value>) -> crate::request::Response {
+    pub(crate) fn metrics_endpoint(
+        &self,
+        data: &serde_json::Map<String, Value>,
+    ) -> crate::request::Response {
         let format = data.get("format").and_then(Value::as_str).unwrap_or("");
         let body = if format == "prometheus" {
             json!({ "format": "prometheus", "prometheus": self.metrics_prometheus() })
@@ -288,10 +433,26 @@ impl crate::core::Core {
 
 fn gauge_list(gauges: &Gauges) -> Vec<(&'static str, &'static str, u64)> {
     vec![
-        ("ward_sealed", "1 when the barrier is sealed.", u64::from(gauges.sealed)),
-        ("ward_barrier_key_term", "Term of the barrier's active encryption key.", gauges.barrier_key_term),
-        ("ward_alerts_pending", "Alerts waiting for delivery.", gauges.alerts_pending),
-        ("ward_audit_devices", "Enabled audit devices.", gauges.audit_devices),
+        (
+            "ward_sealed",
+            "1 when the barrier is sealed.",
+            u64::from(gauges.sealed),
+        ),
+        (
+            "ward_barrier_key_term",
+            "Term of the barrier's active encryption key.",
+            gauges.barrier_key_term,
+        ),
+        (
+            "ward_alerts_pending",
+            "Alerts waiting for delivery.",
+            gauges.alerts_pending,
+        ),
+        (
+            "ward_audit_devices",
+            "Enabled audit devices.",
+            gauges.audit_devices,
+        ),
     ]
 }
 
@@ -305,7 +466,10 @@ fn label_text(labels: &Labels, le: Option<&str>) -> String {
     if labels.is_empty() && le.is_none() {
         return String::new();
     }
-    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }
@@ -313,12 +477,20 @@ fn label_text(labels: &Labels, le: Option<&str>) -> String {
 }
 
 fn label_map(labels: &Labels) -> Value {
-    Value::Object(labels.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.clone()))).collect())
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 /// Label values escape backslash, double quote and newline.
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -330,12 +502,28 @@ mod tests {
         let metrics = Metrics::new();
         metrics.request("secret/", "read", "ok", Duration::from_millis(3));
         metrics.rate_limited("q\"1", "10.0.0.1");
-        let text = metrics.prometheus(&Gauges { barrier_key_term: 2, ..Gauges::default() });
-        assert!(text.contains("ward_requests_total{mount=\"secret/\",operation=\"read\",status=\"ok\"} 1"), "{text}");
-        assert!(text.contains("ward_rate_limit_rejections_total{quota=\"q\\\"1\",identity=\"10.0.0.1\"} 1"), "{text}");
+        let text = metrics.prometheus(&Gauges {
+            barrier_key_term: 2,
+            ..Gauges::default()
+        });
+        assert!(
+            text.contains(
+                "ward_requests_total{mount=\"secret/\",operation=\"read\",status=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ward_rate_limit_rejections_total{quota=\"q\\\"1\",identity=\"10.0.0.1\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("ward_request_duration_seconds_bucket{mount=\"secret/\",operation=\"read\",le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("ward_request_duration_seconds_bucket{mount=\"secret/\",operation=\"read\",le=\"0.001\"} 0"), "{text}");
         assert!(text.contains("ward_barrier_key_term 2"));
-        assert_eq!(metrics.counter("ward_requests_total", &[("mount", "secret/")]), 1);
+        assert_eq!(
+            metrics.counter("ward_requests_total", &[("mount", "secret/")]),
+            1
+        );
     }
 }

@@ -63,7 +63,8 @@ impl RateQuota {
     }
 
     fn matches(&self, path: &str, role: Option<&str>) -> bool {
-        (self.path.is_empty() || path.starts_with(&self.path)) && (self.role.is_empty() || role == Some(self.role.as_str()))
+        (self.path.is_empty() || path.starts_with(&self.path))
+            && (self.role.is_empty() || role == Some(self.role.as_str()))
     }
 
     fn specificity(&self) -> (usize, bool) {
@@ -106,7 +107,10 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     pub(crate) fn into_error(self) -> Error {
-        Error::RateLimited { message: RATE_LIMITED_MESSAGE.into(), retry_after_seconds: self.retry_after_seconds }
+        Error::RateLimited {
+            message: RATE_LIMITED_MESSAGE.into(),
+            retry_after_seconds: self.retry_after_seconds,
+        }
     }
 }
 
@@ -122,7 +126,10 @@ impl RateLimits {
     pub(crate) async fn load(view: StorageView) -> Result<RateLimits, Error> {
         let mut quotas = Vec::new();
         for name in view.list(QUOTA_PREFIX).await? {
-            if let Some(quota) = view.get_json::<RateQuota>(&format!("{QUOTA_PREFIX}{name}")).await? {
+            if let Some(quota) = view
+                .get_json::<RateQuota>(&format!("{QUOTA_PREFIX}{name}"))
+                .await?
+            {
                 quotas.push(Arc::new(quota));
             }
         }
@@ -145,14 +152,28 @@ impl RateLimits {
         if quotas.is_empty() {
             return None;
         }
-        if self.config().rate_limit_exempt_paths.iter().any(|p| path.starts_with(p.as_str())) {
+        if self
+            .config()
+            .rate_limit_exempt_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+        {
             return None;
         }
-        quotas.iter().filter(|q| q.matches(path, role)).max_by_key(|q| q.specificity()).cloned()
+        quotas
+            .iter()
+            .filter(|q| q.matches(path, role))
+            .max_by_key(|q| q.specificity())
+            .cloned()
     }
 
     /// Takes one token from the caller's bucket of `quota` at `now` (Unix nanoseconds).
-    pub(crate) fn check(&self, quota: &RateQuota, subject: Subject<'_>, now: i128) -> Result<(), Refusal> {
+    pub(crate) fn check(
+        &self,
+        quota: &RateQuota,
+        subject: Subject<'_>,
+        now: i128,
+    ) -> Result<(), Refusal> {
         let address = subject.address.unwrap_or("unknown");
         let identity = match quota.identity {
             Identity::Address => address,
@@ -168,7 +189,11 @@ impl RateLimits {
         }
         let bucket = buckets
             .entry((quota.name.clone(), identity.to_string()))
-            .or_insert(Bucket { tokens: quota.rate, updated: now, blocked_until: 0 });
+            .or_insert(Bucket {
+                tokens: quota.rate,
+                updated: now,
+                blocked_until: 0,
+            });
         take(bucket, quota, now).map_err(|retry_after_seconds| Refusal {
             quota: quota.name.clone(),
             identity: identity.to_string(),
@@ -187,13 +212,20 @@ impl RateLimits {
         if path == "config" {
             return self.handle_config(operation, data).await;
         }
-        let name = path.strip_prefix("rate-limit").unwrap_or_default().trim_matches('/');
+        let name = path
+            .strip_prefix("rate-limit")
+            .unwrap_or_default()
+            .trim_matches('/');
         if name.is_empty() {
             return match operation {
                 Operation::List | Operation::Read => {
-                    let mut names: Vec<String> = self.all().iter().map(|q| q.name.clone()).collect();
+                    let mut names: Vec<String> =
+                        self.all().iter().map(|q| q.name.clone()).collect();
                     names.sort();
-                    EngineResponse::list(names).map(|r| Response { data: r.data, ..Response::default() })
+                    EngineResponse::list(names).map(|r| Response {
+                        data: r.data,
+                        ..Response::default()
+                    })
                 }
                 _ => Err(Error::UnsupportedOperation("sys/quotas/rate-limit".into())),
             };
@@ -203,13 +235,20 @@ impl RateLimits {
         }
         match operation {
             Operation::Read => {
-                let quota = self.all().iter().find(|q| q.name == name).cloned().ok_or_else(Error::not_found)?;
+                let quota = self
+                    .all()
+                    .iter()
+                    .find(|q| q.name == name)
+                    .cloned()
+                    .ok_or_else(Error::not_found)?;
                 Ok(Response::with_data(quota_json(&quota)))
             }
             op if op.is_write() => {
                 let existing = self.all().iter().find(|q| q.name == name).cloned();
                 let quota = parse_quota(name, data, existing.as_deref(), mount_of)?;
-                self.view.put_json(&format!("{QUOTA_PREFIX}{name}"), &quota).await?;
+                self.view
+                    .put_json(&format!("{QUOTA_PREFIX}{name}"), &quota)
+                    .await?;
                 self.replace(|quotas| {
                     quotas.retain(|q| q.name != name);
                     quotas.push(Arc::new(quota));
@@ -223,11 +262,17 @@ impl RateLimits {
                 self.forget_buckets(name);
                 Ok(Response::default())
             }
-            _ => Err(Error::UnsupportedOperation(format!("sys/quotas/rate-limit/{name}"))),
+            _ => Err(Error::UnsupportedOperation(format!(
+                "sys/quotas/rate-limit/{name}"
+            ))),
         }
     }
 
-    async fn handle_config(&self, operation: Operation, data: &Map<String, Value>) -> Result<Response, Error> {
+    async fn handle_config(
+        &self,
+        operation: Operation,
+        data: &Map<String, Value>,
+    ) -> Result<Response, Error> {
         match operation {
             Operation::Read => {
                 let config = self.config();
@@ -246,7 +291,10 @@ impl RateLimits {
                     config.enable_rate_limit_response_headers = v;
                 }
                 if let Some(v) = fields::strings(data, "rate_limit_exempt_paths")? {
-                    config.rate_limit_exempt_paths = v.into_iter().map(|p| p.trim_start_matches('/').to_string()).collect();
+                    config.rate_limit_exempt_paths = v
+                        .into_iter()
+                        .map(|p| p.trim_start_matches('/').to_string())
+                        .collect();
                 }
                 self.view.put_json(CONFIG_KEY, &config).await?;
                 if let Ok(mut guard) = self.config.write() {
@@ -287,8 +335,20 @@ impl crate::core::Core {
         data: &Map<String, Value>,
     ) -> Result<Response, Error> {
         let router = state.router();
-        let mount_of = |p: &str| router.resolve(&format!("{}/", p.trim_end_matches('/'))).map(|route| route.mounted.entry.route_path());
-        state.quotas.handle(path.trim_start_matches("quotas/"), operation, data, mount_of).await
+        let mount_of = |p: &str| {
+            router
+                .resolve(&format!("{}/", p.trim_end_matches('/')))
+                .map(|route| route.mounted.entry.route_path())
+        };
+        state
+            .quotas
+            .handle(
+                path.trim_start_matches("quotas/"),
+                operation,
+                data,
+                mount_of,
+            )
+            .await
     }
 }
 
@@ -316,7 +376,9 @@ fn take(bucket: &mut Bucket, quota: &RateQuota, now: i128) -> Result<(), u64> {
 }
 
 fn ceil_seconds(nanos: i128) -> u64 {
-    u64::try_from((nanos + 999_999_999) / 1_000_000_000).unwrap_or(u64::MAX).max(1)
+    u64::try_from((nanos + 999_999_999) / 1_000_000_000)
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Drops the buckets that are full again (their clients have been quiet); if that frees
@@ -343,8 +405,13 @@ fn parse_quota(
     }
     .filter(|r| r.is_finite() && *r > 0.0)
     .ok_or_else(|| Error::invalid("rate must be positive"))?;
-    let interval = fields::duration(data, "interval")?.or(existing.map(|q| q.interval)).unwrap_or(1).max(1);
-    let block_interval = fields::duration(data, "block_interval")?.or(existing.map(|q| q.block_interval)).unwrap_or(0);
+    let interval = fields::duration(data, "interval")?
+        .or(existing.map(|q| q.interval))
+        .unwrap_or(1)
+        .max(1);
+    let block_interval = fields::duration(data, "block_interval")?
+        .or(existing.map(|q| q.block_interval))
+        .unwrap_or(0);
     let path = match fields::string(data, "path")? {
         Some(p) => {
             let p = p.trim_start_matches('/').to_string();
@@ -356,18 +423,34 @@ fn parse_quota(
         }
         None => existing.map(|q| q.path.clone()).unwrap_or_default(),
     };
-    let role = fields::string(data, "role")?.or(existing.map(|q| q.role.clone())).unwrap_or_default();
+    let role = fields::string(data, "role")?
+        .or(existing.map(|q| q.role.clone()))
+        .unwrap_or_default();
     if !role.is_empty() && !path.starts_with("auth/") {
-        return Err(Error::invalid("a role can only be set on a quota for an auth mount"));
+        return Err(Error::invalid(
+            "a role can only be set on a quota for an auth mount",
+        ));
     }
     let identity = match fields::string(data, "identity")?.as_deref() {
         None => existing.map(|q| q.identity).unwrap_or_default(),
         Some("" | "address") => Identity::Address,
         Some("entity") => Identity::Entity,
         Some("token") => Identity::Token,
-        Some(other) => return Err(Error::invalid(format!("identity must be \"entity\", \"token\" or \"address\", not {other:?}"))),
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "identity must be \"entity\", \"token\" or \"address\", not {other:?}"
+            )))
+        }
     };
-    Ok(RateQuota { name: name.to_string(), path, role, rate, interval, block_interval, identity })
+    Ok(RateQuota {
+        name: name.to_string(),
+        path,
+        role,
+        rate,
+        interval,
+        block_interval,
+        identity,
+    })
 }
 
 fn quota_json(quota: &RateQuota) -> Map<String, Value> {
@@ -389,23 +472,42 @@ mod tests {
     use super::*;
 
     fn quota(rate: f64, interval: u64, block: u64) -> RateQuota {
-        RateQuota { name: "q".into(), path: String::new(), role: String::new(), rate, interval, block_interval: block, identity: Identity::Address }
+        RateQuota {
+            name: "q".into(),
+            path: String::new(),
+            role: String::new(),
+            rate,
+            interval,
+            block_interval: block,
+            identity: Identity::Address,
+        }
     }
 
     #[test]
     fn a_bucket_refills_at_rate_per_interval() {
         let q = quota(2.0, 1, 0);
-        let mut bucket = Bucket { tokens: 2.0, updated: 0, blocked_until: 0 };
+        let mut bucket = Bucket {
+            tokens: 2.0,
+            updated: 0,
+            blocked_until: 0,
+        };
         assert!(take(&mut bucket, &q, 0).is_ok());
         assert!(take(&mut bucket, &q, 0).is_ok());
         assert_eq!(take(&mut bucket, &q, 0), Err(1));
-        assert!(take(&mut bucket, &q, 500_000_000).is_ok(), "half a second refills one token at 2/s");
+        assert!(
+            take(&mut bucket, &q, 500_000_000).is_ok(),
+            "half a second refills one token at 2/s"
+        );
     }
 
     #[test]
     fn block_interval_refuses_for_its_whole_length() {
         let q = quota(1.0, 1, 30);
-        let mut bucket = Bucket { tokens: 1.0, updated: 0, blocked_until: 0 };
+        let mut bucket = Bucket {
+            tokens: 1.0,
+            updated: 0,
+            blocked_until: 0,
+        };
         assert!(take(&mut bucket, &q, 0).is_ok());
         assert_eq!(take(&mut bucket, &q, 0), Err(30));
         assert_eq!(take(&mut bucket, &q, 10_000_000_000), Err(20));
@@ -414,18 +516,40 @@ mod tests {
 
     #[test]
     fn the_most_specific_quota_wins() {
-        let global = RateQuota { name: "g".into(), ..quota(1.0, 1, 0) };
-        let mount = RateQuota { name: "m".into(), path: "secret/".into(), ..quota(1.0, 1, 0) };
-        let deep = RateQuota { name: "p".into(), path: "secret/app/".into(), ..quota(1.0, 1, 0) };
-        let role = RateQuota { name: "r".into(), path: "auth/approle/".into(), role: "ci".into(), ..quota(1.0, 1, 0) };
+        let global = RateQuota {
+            name: "g".into(),
+            ..quota(1.0, 1, 0)
+        };
+        let mount = RateQuota {
+            name: "m".into(),
+            path: "secret/".into(),
+            ..quota(1.0, 1, 0)
+        };
+        let deep = RateQuota {
+            name: "p".into(),
+            path: "secret/app/".into(),
+            ..quota(1.0, 1, 0)
+        };
+        let role = RateQuota {
+            name: "r".into(),
+            path: "auth/approle/".into(),
+            role: "ci".into(),
+            ..quota(1.0, 1, 0)
+        };
         let all = [global, mount, deep, role];
         let pick = |path: &str, role: Option<&str>| {
-            all.iter().filter(|q| q.matches(path, role)).max_by_key(|q| q.specificity()).map(|q| q.name.clone())
+            all.iter()
+                .filter(|q| q.matches(path, role))
+                .max_by_key(|q| q.specificity())
+                .map(|q| q.name.clone())
         };
         assert_eq!(pick("secret/app/x", None).as_deref(), Some("p"));
         assert_eq!(pick("secret/other", None).as_deref(), Some("m"));
         assert_eq!(pick("kv/x", None).as_deref(), Some("g"));
         assert_eq!(pick("auth/approle/login", Some("ci")).as_deref(), Some("r"));
-        assert_eq!(pick("auth/approle/login", Some("other")).as_deref(), Some("g"));
+        assert_eq!(
+            pick("auth/approle/login", Some("other")).as_deref(),
+            Some("g")
+        );
     }
 }

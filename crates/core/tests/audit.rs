@@ -21,21 +21,50 @@ const SECRET_CANARY: &str = "canary-secret-value-7f3a9c";
 const PASSWORD_CANARY: &str = "canary-password-b81d2e";
 
 async fn dev_core() -> (Arc<Core>, String) {
-    let core = Core::new(CoreConfig::default(), Arc::new(InMemory::new()), ward_engines::registry());
-    let root = core.dev_init(None).await.expect("dev init").root_token.to_string();
+    let core = Core::new(
+        CoreConfig::default(),
+        Arc::new(InMemory::new()),
+        ward_engines::registry(),
+    );
+    let root = core
+        .dev_init(None)
+        .await
+        .expect("dev init")
+        .root_token
+        .to_string();
     (core, root)
 }
 
-async fn call(core: &Core, verb: Verb, path: &str, token: &str, data: Value) -> Result<Response, Error> {
-    core.handle_request(Request::new(verb, path).with_token(token).with_data(data)).await
+async fn call(
+    core: &Core,
+    verb: Verb,
+    path: &str,
+    token: &str,
+    data: Value,
+) -> Result<Response, Error> {
+    core.handle_request(Request::new(verb, path).with_token(token).with_data(data))
+        .await
 }
 
-async fn enable_file(core: &Core, root: &str, name: &str, path: &Path, options: Value) -> Result<Response, Error> {
+async fn enable_file(
+    core: &Core,
+    root: &str,
+    name: &str,
+    path: &Path,
+    options: Value,
+) -> Result<Response, Error> {
     let mut all = json!({ "file_path": path.to_string_lossy() });
     if let (Value::Object(all), Value::Object(extra)) = (&mut all, options) {
         all.extend(extra);
     }
-    call(core, Verb::Write, &format!("sys/audit/{name}"), root, json!({ "type": "file", "options": all })).await
+    call(
+        core,
+        Verb::Write,
+        &format!("sys/audit/{name}"),
+        root,
+        json!({ "type": "file", "options": all }),
+    )
+    .await
 }
 
 fn read(path: &Path) -> String {
@@ -43,14 +72,19 @@ fn read(path: &Path) -> String {
 }
 
 fn entries(path: &Path) -> Vec<Value> {
-    read(path).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
+    read(path)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
 }
 
 fn verify_files(paths: &[&Path]) -> ward_core::audit::VerifyReport {
     let mut verifier = Verifier::new();
     for path in paths {
         let file = std::fs::File::open(path).expect("open");
-        verifier.feed(&path.to_string_lossy(), BufReader::new(file)).expect("read");
+        verifier
+            .feed(&path.to_string_lossy(), BufReader::new(file))
+            .expect("read");
     }
     verifier.finish()
 }
@@ -64,7 +98,11 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(options: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir.path()).status().ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .ok()?;
         status.success().then_some(Tmpfs { dir })
     }
 
@@ -93,72 +131,176 @@ async fn a_file_device_hashes_every_secret_and_the_chain_verifies() {
     let (core, root) = dev_core().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("audit.log");
-    enable_file(&core, &root, "file", &log, json!({})).await.expect("enable");
+    enable_file(&core, &root, "file", &log, json!({}))
+        .await
+        .expect("enable");
 
-    let listing = call(&core, Verb::Read, "sys/audit", &root, json!({})).await.expect("list");
+    let listing = call(&core, Verb::Read, "sys/audit", &root, json!({}))
+        .await
+        .expect("list");
     let device = &listing.data.as_ref().expect("data")["file/"];
     assert_eq!(device["type"], json!("file"));
     assert_eq!(device["path"], json!("file/"));
     assert_eq!(device["options"]["file_path"], json!(log.to_string_lossy()));
 
-    call(&core, Verb::Write, "secret/data/app", &root, json!({"data": {"api_key": SECRET_CANARY, "port": 5432}})).await.expect("write");
-    let read_back = call(&core, Verb::Read, "secret/data/app", &root, json!({})).await.expect("read");
-    assert_eq!(read_back.data.as_ref().expect("data")["data"]["api_key"], json!(SECRET_CANARY));
-    call(&core, Verb::Write, "sys/auth/userpass", &root, json!({"type": "userpass"})).await.expect("mount userpass");
-    call(&core, Verb::Write, "auth/userpass/users/alice", &root, json!({"password": PASSWORD_CANARY, "token_ttl": "1h"})).await.expect("user");
+    call(
+        &core,
+        Verb::Write,
+        "secret/data/app",
+        &root,
+        json!({"data": {"api_key": SECRET_CANARY, "port": 5432}}),
+    )
+    .await
+    .expect("write");
+    let read_back = call(&core, Verb::Read, "secret/data/app", &root, json!({}))
+        .await
+        .expect("read");
+    assert_eq!(
+        read_back.data.as_ref().expect("data")["data"]["api_key"],
+        json!(SECRET_CANARY)
+    );
+    call(
+        &core,
+        Verb::Write,
+        "sys/auth/userpass",
+        &root,
+        json!({"type": "userpass"}),
+    )
+    .await
+    .expect("mount userpass");
+    call(
+        &core,
+        Verb::Write,
+        "auth/userpass/users/alice",
+        &root,
+        json!({"password": PASSWORD_CANARY, "token_ttl": "1h"}),
+    )
+    .await
+    .expect("user");
     let login = core
-        .handle_request(Request::new(Verb::Write, "auth/userpass/login/alice").with_data(json!({"password": PASSWORD_CANARY})))
+        .handle_request(
+            Request::new(Verb::Write, "auth/userpass/login/alice")
+                .with_data(json!({"password": PASSWORD_CANARY})),
+        )
         .await
         .expect("login");
     let user_token = login.auth.expect("auth").client_token;
-    let created = call(&core, Verb::Write, "auth/token/create", &root, json!({"ttl": "10m"})).await.expect("token");
+    let created = call(
+        &core,
+        Verb::Write,
+        "auth/token/create",
+        &root,
+        json!({"ttl": "10m"}),
+    )
+    .await
+    .expect("token");
     let child = created.auth.expect("auth").client_token;
     let denied = call(&core, Verb::Read, "secret/data/app", &user_token, json!({})).await;
     assert!(matches!(denied, Err(Error::PermissionDenied(_))));
 
     let text = read(&log);
-    for canary in [SECRET_CANARY, PASSWORD_CANARY, root.as_str(), user_token.as_str(), child.as_str()] {
-        assert!(!text.contains(canary), "a secret, password or token is in the audit file in clear");
+    for canary in [
+        SECRET_CANARY,
+        PASSWORD_CANARY,
+        root.as_str(),
+        user_token.as_str(),
+        child.as_str(),
+    ] {
+        assert!(
+            !text.contains(canary),
+            "a secret, password or token is in the audit file in clear"
+        );
     }
 
     // The operator finds the read by the value's hash.
-    let hashed = call(&core, Verb::Write, "sys/audit-hash/file", &root, json!({"input": SECRET_CANARY})).await.expect("hash");
-    let hash = hashed.data.as_ref().expect("data")["hash"].as_str().expect("hash string").to_string();
+    let hashed = call(
+        &core,
+        Verb::Write,
+        "sys/audit-hash/file",
+        &root,
+        json!({"input": SECRET_CANARY}),
+    )
+    .await
+    .expect("hash");
+    let hash = hashed.data.as_ref().expect("data")["hash"]
+        .as_str()
+        .expect("hash string")
+        .to_string();
     assert!(hash.starts_with("hmac-sha256:"));
     let lines = entries(&log);
     let found = lines
         .iter()
-        .find(|e| e["type"] == "response" && e["request"]["path"] == "secret/data/app" && e["request"]["operation"] == "read")
+        .find(|e| {
+            e["type"] == "response"
+                && e["request"]["path"] == "secret/data/app"
+                && e["request"]["operation"] == "read"
+        })
         .expect("the read's response entry");
     assert_eq!(found["response"]["data"]["data"]["api_key"], json!(hash));
-    assert_eq!(found["response"]["data"]["data"]["port"], json!(5432), "numbers are not hashed");
+    assert_eq!(
+        found["response"]["data"]["data"]["port"],
+        json!(5432),
+        "numbers are not hashed"
+    );
     assert_eq!(found["auth"]["display_name"], json!("root"));
     assert_eq!(found["request"]["namespace"]["id"], json!("root"));
     assert_eq!(found["request"]["mount_type"], json!("kv"));
 
     // Every request has a request and a response entry, denials included.
-    let denial: Vec<&Value> = lines.iter().filter(|e| e["error"].as_str().is_some_and(|m| m.contains("permission denied"))).collect();
-    assert_eq!(denial.len(), 2, "request and response entries of the denial");
+    let denial: Vec<&Value> = lines
+        .iter()
+        .filter(|e| {
+            e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("permission denied"))
+        })
+        .collect();
+    assert_eq!(
+        denial.len(),
+        2,
+        "request and response entries of the denial"
+    );
     // A login: the issued token's expiry is in the entry beside its duration.
     let login_entry = lines
         .iter()
         .find(|e| e["type"] == "response" && e["request"]["path"] == "auth/userpass/login/alice")
         .expect("login entry");
-    assert_eq!(login_entry["response"]["auth"]["lease_duration"], json!(3600));
-    assert!(login_entry["response"]["lease_expire_time"].as_str().is_some_and(|t| t.contains('T')));
-    assert!(login_entry["response"]["auth"]["client_token"].as_str().is_some_and(|t| t.starts_with("hmac-sha256:")));
+    assert_eq!(
+        login_entry["response"]["auth"]["lease_duration"],
+        json!(3600)
+    );
+    assert!(login_entry["response"]["lease_expire_time"]
+        .as_str()
+        .is_some_and(|t| t.contains('T')));
+    assert!(login_entry["response"]["auth"]["client_token"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("hmac-sha256:")));
 
-    let unknown = call(&core, Verb::Write, "sys/audit-hash/nope", &root, json!({"input": "x"})).await;
-    assert!(matches!(&unknown, Err(Error::InvalidRequest(m)) if m.contains("unknown audit backend")), "{unknown:?}");
+    let unknown = call(
+        &core,
+        Verb::Write,
+        "sys/audit-hash/nope",
+        &root,
+        json!({"input": "x"}),
+    )
+    .await;
+    assert!(
+        matches!(&unknown, Err(Error::InvalidRequest(m)) if m.contains("unknown audit backend")),
+        "{unknown:?}"
+    );
 
     let report = verify_files(&[&log]);
     assert!(report.is_intact(), "{report:?}");
     assert!(report.starts_at_genesis);
     assert_eq!(report.lines as usize, entries(&log).len());
 
-    call(&core, Verb::Delete, "sys/audit/file", &root, json!({})).await.expect("disable");
-    let listing = call(&core, Verb::Read, "sys/audit", &root, json!({})).await.expect("list");
-    assert!(listing.data.as_ref().map_or(true, |d| d.is_empty()));
+    call(&core, Verb::Delete, "sys/audit/file", &root, json!({}))
+        .await
+        .expect("disable");
+    let listing = call(&core, Verb::Read, "sys/audit", &root, json!({}))
+        .await
+        .expect("list");
+    assert!(listing.data.as_ref().is_none_or(|d| d.is_empty()));
 }
 
 #[tokio::test]
@@ -166,15 +308,47 @@ async fn a_raw_device_does_not_make_another_device_raw() {
     let (core, root) = dev_core().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (raw, hashed) = (dir.path().join("raw.log"), dir.path().join("hashed.log"));
-    enable_file(&core, &root, "raw", &raw, json!({"log_raw": true})).await.expect("raw");
-    enable_file(&core, &root, "hashed", &hashed, json!({"hmac_accessor": false})).await.expect("hashed");
-    call(&core, Verb::Write, "secret/data/x", &root, json!({"data": {"v": SECRET_CANARY}})).await.expect("write");
-    call(&core, Verb::Read, "secret/data/x", &root, json!({})).await.expect("read");
-    assert!(read(&raw).contains(SECRET_CANARY), "the raw device logs values in clear, as configured");
-    assert!(!read(&hashed).contains(SECRET_CANARY), "CVE-2024-0831: the other device stays hashed");
+    enable_file(&core, &root, "raw", &raw, json!({"log_raw": true}))
+        .await
+        .expect("raw");
+    enable_file(
+        &core,
+        &root,
+        "hashed",
+        &hashed,
+        json!({"hmac_accessor": false}),
+    )
+    .await
+    .expect("hashed");
+    call(
+        &core,
+        Verb::Write,
+        "secret/data/x",
+        &root,
+        json!({"data": {"v": SECRET_CANARY}}),
+    )
+    .await
+    .expect("write");
+    call(&core, Verb::Read, "secret/data/x", &root, json!({}))
+        .await
+        .expect("read");
+    assert!(
+        read(&raw).contains(SECRET_CANARY),
+        "the raw device logs values in clear, as configured"
+    );
+    assert!(
+        !read(&hashed).contains(SECRET_CANARY),
+        "CVE-2024-0831: the other device stays hashed"
+    );
     assert!(!read(&hashed).contains(&root));
-    let accessor = entries(&hashed)[0]["auth"]["accessor"].as_str().unwrap_or_default().to_string();
-    assert!(!accessor.is_empty() && !accessor.starts_with("hmac-sha256:"), "hmac_accessor=false leaves accessors readable");
+    let accessor = entries(&hashed)[0]["auth"]["accessor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !accessor.is_empty() && !accessor.starts_with("hmac-sha256:"),
+        "hmac_accessor=false leaves accessors readable"
+    );
 }
 
 #[tokio::test]
@@ -182,9 +356,19 @@ async fn verify_finds_forged_swapped_and_deleted_lines() {
     let (core, root) = dev_core().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("audit.log");
-    enable_file(&core, &root, "file", &log, json!({})).await.expect("enable");
+    enable_file(&core, &root, "file", &log, json!({}))
+        .await
+        .expect("enable");
     for i in 0..5 {
-        call(&core, Verb::Write, &format!("secret/data/k{i}"), &root, json!({"data": {"v": i}})).await.expect("write");
+        call(
+            &core,
+            Verb::Write,
+            &format!("secret/data/k{i}"),
+            &root,
+            json!({"data": {"v": i}}),
+        )
+        .await
+        .expect("write");
     }
     let lines: Vec<String> = read(&log).lines().map(|l| format!("{l}\n")).collect();
     assert!(lines.len() >= 10);
@@ -198,7 +382,11 @@ async fn verify_finds_forged_swapped_and_deleted_lines() {
     forged[4] = forged[4].replace("\"operation\":\"create\"", "\"operation\":\"delete\"");
     assert_ne!(forged[4], lines[4], "the forgery changed the line");
     let found = check(forged.concat()).expect("forgery found");
-    assert_eq!((found.line, found.reason), (6, BreakReason::Mismatch), "line 5 altered: line 6 no longer links to it");
+    assert_eq!(
+        (found.line, found.reason),
+        (6, BreakReason::Mismatch),
+        "line 5 altered: line 6 no longer links to it"
+    );
 
     let mut swapped = lines.clone();
     swapped.swap(6, 7);
@@ -217,21 +405,33 @@ async fn rotation_continues_the_chain_into_the_new_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("audit.log");
     let rotated = dir.path().join("audit.log.1");
-    enable_file(&core, &root, "file", &log, json!({})).await.expect("enable");
-    call(&core, Verb::Read, "secret/config", &root, json!({})).await.expect("read");
+    enable_file(&core, &root, "file", &log, json!({}))
+        .await
+        .expect("enable");
+    call(&core, Verb::Read, "secret/config", &root, json!({}))
+        .await
+        .expect("read");
     std::fs::rename(&log, &rotated).expect("rotate");
     let failed = core.reopen_audit_devices().await.expect("reopen");
     assert!(failed.is_empty(), "{failed:?}");
-    call(&core, Verb::Read, "secret/config", &root, json!({})).await.expect("read after rotation");
+    call(&core, Verb::Read, "secret/config", &root, json!({}))
+        .await
+        .expect("read after rotation");
     assert!(!read(&log).is_empty(), "the new file receives the entries");
 
     let both = verify_files(&[&rotated, &log]);
     assert!(both.is_intact(), "{both:?}");
     assert!(both.starts_at_genesis);
     let second_alone = verify_files(&[&log]);
-    assert!(second_alone.is_intact() && !second_alone.starts_at_genesis, "the new file starts mid-chain");
+    assert!(
+        second_alone.is_intact() && !second_alone.starts_at_genesis,
+        "the new file starts mid-chain"
+    );
     let wrong_order = verify_files(&[&log, &rotated]);
-    assert_eq!(wrong_order.first_break.map(|b| (b.file, b.line)), Some((rotated.to_string_lossy().to_string(), 1)));
+    assert_eq!(
+        wrong_order.first_break.map(|b| (b.file, b.line)),
+        Some((rotated.to_string_lossy().to_string(), 1))
+    );
 }
 
 #[tokio::test]
@@ -250,24 +450,84 @@ async fn dangerous_or_unusable_device_settings_are_refused() {
         json!({"file_path": dir.path().join("a.log").to_string_lossy(), "format": "jsonx"}),
     ];
     for options in cases {
-        let result = call(&core, Verb::Write, "sys/audit/bad", &root, json!({"type": "file", "options": options.clone()})).await;
-        assert!(matches!(result, Err(Error::InvalidRequest(_))), "{options}: {result:?}");
+        let result = call(
+            &core,
+            Verb::Write,
+            "sys/audit/bad",
+            &root,
+            json!({"type": "file", "options": options.clone()}),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(Error::InvalidRequest(_))),
+            "{options}: {result:?}"
+        );
     }
-    let result = call(&core, Verb::Write, "sys/audit/bad", &root, json!({"type": "syslog"})).await;
+    let result = call(
+        &core,
+        Verb::Write,
+        "sys/audit/bad",
+        &root,
+        json!({"type": "syslog"}),
+    )
+    .await;
     assert!(matches!(result, Err(Error::InvalidRequest(_))));
 
     // An unwritable directory: a read-only file system (root ignores permission bits).
     let readonly = Tmpfs::mount("ro,size=64k").expect("tests run as root and can mount a tmpfs");
-    let result = enable_file(&core, &root, "ro", &readonly.path().join("audit.log"), json!({})).await;
-    assert!(matches!(&result, Err(Error::InvalidRequest(m)) if m.contains("cannot open")), "{result:?}");
-    assert!(call(&core, Verb::Read, "sys/audit", &root, json!({})).await.expect("list").data.map_or(true, |d| d.is_empty()));
+    let result = enable_file(
+        &core,
+        &root,
+        "ro",
+        &readonly.path().join("audit.log"),
+        json!({}),
+    )
+    .await;
+    assert!(
+        matches!(&result, Err(Error::InvalidRequest(m)) if m.contains("cannot open")),
+        "{result:?}"
+    );
+    assert!(call(&core, Verb::Read, "sys/audit", &root, json!({}))
+        .await
+        .expect("list")
+        .data
+        .is_none_or(|d| d.is_empty()));
 
     // Enabling requires sudo.
     let policy = r#"path "sys/audit/*" { capabilities = ["create", "update"] }"#;
-    call(&core, Verb::Write, "sys/policies/acl/auditor", &root, json!({"policy": policy})).await.expect("policy");
-    let token = call(&core, Verb::Write, "auth/token/create", &root, json!({"policies": ["auditor"]})).await.expect("token").auth.expect("auth").client_token;
-    let result = enable_file(&core, &token, "nosudo", &dir.path().join("n.log"), json!({})).await;
-    assert!(matches!(result, Err(Error::PermissionDenied(_))), "{result:?}");
+    call(
+        &core,
+        Verb::Write,
+        "sys/policies/acl/auditor",
+        &root,
+        json!({"policy": policy}),
+    )
+    .await
+    .expect("policy");
+    let token = call(
+        &core,
+        Verb::Write,
+        "auth/token/create",
+        &root,
+        json!({"policies": ["auditor"]}),
+    )
+    .await
+    .expect("token")
+    .auth
+    .expect("auth")
+    .client_token;
+    let result = enable_file(
+        &core,
+        &token,
+        "nosudo",
+        &dir.path().join("n.log"),
+        json!({}),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(Error::PermissionDenied(_))),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -275,7 +535,9 @@ async fn a_full_disk_fails_requests_closed_and_nothing_runs() {
     let (core, root) = dev_core().await;
     let disk = Tmpfs::mount("size=64k").expect("tests run as root and can mount a tmpfs");
     let log = disk.path().join("audit.log");
-    enable_file(&core, &root, "file", &log, json!({})).await.expect("enable");
+    enable_file(&core, &root, "file", &log, json!({}))
+        .await
+        .expect("enable");
     fill(disk.path());
 
     // A body with many values makes a request entry larger than any free space left in the
@@ -284,17 +546,40 @@ async fn a_full_disk_fails_requests_closed_and_nothing_runs() {
     for i in 0..200 {
         body.insert(format!("field{i}"), json!(SECRET_CANARY));
     }
-    let write = call(&core, Verb::Write, "secret/data/unaudited", &root, json!({"data": body})).await;
-    assert!(matches!(&write, Err(Error::Internal(m)) if m.contains("no audit backend succeeded")), "{write:?}");
-    assert_eq!(Error::internal("x").client_messages(), vec!["internal error".to_string()]);
-    assert!(core.metrics().counter("ward_audit_failures_total", &[("device", "file/")]) >= 1);
+    let write = call(
+        &core,
+        Verb::Write,
+        "secret/data/unaudited",
+        &root,
+        json!({"data": body}),
+    )
+    .await;
+    assert!(
+        matches!(&write, Err(Error::Internal(m)) if m.contains("no audit backend succeeded")),
+        "{write:?}"
+    );
+    assert_eq!(
+        Error::internal("x").client_messages(),
+        vec!["internal error".to_string()]
+    );
+    assert!(
+        core.metrics()
+            .counter("ward_audit_failures_total", &[("device", "file/")])
+            >= 1
+    );
 
     // Space again: the device works, and the write above was never executed.
     std::fs::remove_file(disk.path().join("filler")).expect("free space");
     let read_back = call(&core, Verb::Read, "secret/data/unaudited", &root, json!({})).await;
-    assert!(matches!(read_back, Err(Error::NotFound { .. })), "{read_back:?}");
+    assert!(
+        matches!(read_back, Err(Error::NotFound { .. })),
+        "{read_back:?}"
+    );
     let report = verify_files(&[&log]);
-    assert!(report.is_intact(), "a failed batch leaves no partial line: {report:?}");
+    assert!(
+        report.is_intact(),
+        "a failed batch leaves no partial line: {report:?}"
+    );
     assert!(!read(&log).contains(SECRET_CANARY));
 }
 
@@ -304,23 +589,57 @@ async fn one_healthy_device_is_enough_and_a_deleted_file_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let healthy = dir.path().join("healthy.log");
     let doomed = dir.path().join("doomed.log");
-    enable_file(&core, &root, "healthy", &healthy, json!({})).await.expect("enable");
-    enable_file(&core, &root, "doomed", &doomed, json!({})).await.expect("enable");
+    enable_file(&core, &root, "healthy", &healthy, json!({}))
+        .await
+        .expect("enable");
+    enable_file(&core, &root, "doomed", &doomed, json!({}))
+        .await
+        .expect("enable");
     std::fs::remove_file(&doomed).expect("delete the audit file");
 
-    call(&core, Verb::Write, "secret/data/k", &root, json!({"data": {"v": 1}})).await.expect("one healthy device suffices");
+    // The file's link count is checked at most every 50 ms: keep writing until it is.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failures = || {
+        core.metrics()
+            .counter("ward_audit_failures_total", &[("device", "doomed/")])
+    };
+    while failures() == 0 {
+        assert!(Instant::now() < deadline, "the deleted file is detected");
+        call(
+            &core,
+            Verb::Write,
+            "secret/data/k",
+            &root,
+            json!({"data": {"v": 1}}),
+        )
+        .await
+        .expect("one healthy device suffices");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(read(&healthy).contains("secret/data/k"));
-    assert!(core.metrics().counter("ward_audit_failures_total", &[("device", "doomed/")]) >= 1, "the deleted file is detected");
-    let recent = call(&core, Verb::Read, "sys/alerts/recent", &root, json!({})).await.expect("alerts");
+    let recent = call(&core, Verb::Read, "sys/alerts/recent", &root, json!({}))
+        .await
+        .expect("alerts");
     let alerts = recent.data.expect("data")["alerts"].clone();
-    assert!(alerts.as_array().is_some_and(|a| a.iter().any(|x| x["rule"] == "audit-device-failure" && x["details"]["device"] == "doomed/")), "{alerts}");
+    assert!(
+        alerts.as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["rule"] == "audit-device-failure" && x["details"]["device"] == "doomed/")),
+        "{alerts}"
+    );
 
     // Only the deleted one left: requests fail closed, but the operator can still repair.
-    call(&core, Verb::Delete, "sys/audit/healthy", &root, json!({})).await.expect("disable healthy");
+    call(&core, Verb::Delete, "sys/audit/healthy", &root, json!({}))
+        .await
+        .expect("disable healthy");
     let refused = call(&core, Verb::Read, "secret/data/k", &root, json!({})).await;
     assert!(matches!(refused, Err(Error::Internal(_))), "{refused:?}");
-    call(&core, Verb::Delete, "sys/audit/doomed", &root, json!({})).await.expect("a sudo operator can disable the broken device");
-    call(&core, Verb::Read, "secret/data/k", &root, json!({})).await.expect("no devices: requests go through");
+    call(&core, Verb::Delete, "sys/audit/doomed", &root, json!({}))
+        .await
+        .expect("a sudo operator can disable the broken device");
+    call(&core, Verb::Read, "secret/data/k", &root, json!({}))
+        .await
+        .expect("no devices: requests go through");
 }
 
 /// A sink that never finishes a write: a peer that accepts and never reads.
@@ -338,7 +657,10 @@ struct HungFactory;
 
 #[async_trait::async_trait]
 impl AuditSinkFactory for HungFactory {
-    async fn open(&self, _options: &BTreeMap<String, String>) -> Result<Box<dyn AuditSink>, String> {
+    async fn open(
+        &self,
+        _options: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn AuditSink>, String> {
         Ok(Box::new(HungSink))
     }
 }
@@ -349,61 +671,160 @@ async fn a_hung_device_does_not_hold_up_a_healthy_one() {
     core.register_audit_factory("hung", Arc::new(HungFactory));
     let dir = tempfile::tempdir().expect("tempdir");
     let healthy = dir.path().join("healthy.log");
-    call(&core, Verb::Write, "sys/audit/hung", &root, json!({"type": "hung", "options": {"write_timeout": "300ms"}})).await.expect("hung");
-    enable_file(&core, &root, "healthy", &healthy, json!({})).await.expect("healthy");
+    call(
+        &core,
+        Verb::Write,
+        "sys/audit/hung",
+        &root,
+        json!({"type": "hung", "options": {"write_timeout": "300ms"}}),
+    )
+    .await
+    .expect("hung");
+    enable_file(&core, &root, "healthy", &healthy, json!({}))
+        .await
+        .expect("healthy");
     let started = Instant::now();
     for _ in 0..20 {
-        call(&core, Verb::Read, "secret/config", &root, json!({})).await.expect("answered");
+        call(&core, Verb::Read, "secret/config", &root, json!({}))
+            .await
+            .expect("answered");
     }
-    assert!(started.elapsed() < Duration::from_secs(2), "requests answer as soon as the healthy device has the entry");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "requests answer as soon as the healthy device has the entry"
+    );
 
-    call(&core, Verb::Delete, "sys/audit/healthy", &root, json!({})).await.expect("disable");
+    call(&core, Verb::Delete, "sys/audit/healthy", &root, json!({}))
+        .await
+        .expect("disable");
     let started = Instant::now();
     let refused = call(&core, Verb::Read, "secret/config", &root, json!({})).await;
-    assert!(matches!(refused, Err(Error::Internal(_))), "only the hung device: fail closed");
-    assert!(started.elapsed() < Duration::from_secs(2), "after the write timeout, not forever");
+    assert!(
+        matches!(refused, Err(Error::Internal(_))),
+        "only the hung device: fail closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "after the write timeout, not forever"
+    );
 }
 
 #[tokio::test]
 async fn rate_limits_answer_429_per_identity_and_show_in_metrics() {
     let (core, root) = dev_core().await;
-    call(&core, Verb::Write, "sys/quotas/rate-limit/kv", &root, json!({"path": "secret", "rate": 2, "interval": "1m", "identity": "token"})).await.expect("quota");
-    let quota = call(&core, Verb::Read, "sys/quotas/rate-limit/kv", &root, json!({})).await.expect("read quota");
+    call(
+        &core,
+        Verb::Write,
+        "sys/quotas/rate-limit/kv",
+        &root,
+        json!({"path": "secret", "rate": 2, "interval": "1m", "identity": "token"}),
+    )
+    .await
+    .expect("quota");
+    let quota = call(
+        &core,
+        Verb::Read,
+        "sys/quotas/rate-limit/kv",
+        &root,
+        json!({}),
+    )
+    .await
+    .expect("read quota");
     assert_eq!(quota.data.as_ref().expect("data")["path"], json!("secret/"));
-    let listed = call(&core, Verb::List, "sys/quotas/rate-limit", &root, json!({})).await.expect("list");
+    let listed = call(&core, Verb::List, "sys/quotas/rate-limit", &root, json!({}))
+        .await
+        .expect("list");
     assert_eq!(listed.data.expect("data")["keys"], json!(["kv"]));
 
-    let a = call(&core, Verb::Write, "auth/token/create", &root, json!({})).await.expect("a").auth.expect("auth").client_token;
-    let b = call(&core, Verb::Write, "auth/token/create", &root, json!({})).await.expect("b").auth.expect("auth").client_token;
+    let a = call(&core, Verb::Write, "auth/token/create", &root, json!({}))
+        .await
+        .expect("a")
+        .auth
+        .expect("auth")
+        .client_token;
+    let b = call(&core, Verb::Write, "auth/token/create", &root, json!({}))
+        .await
+        .expect("b")
+        .auth
+        .expect("auth")
+        .client_token;
     for _ in 0..2 {
         let r = call(&core, Verb::Read, "secret/data/nothing", &a, json!({})).await;
         assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
     }
     match call(&core, Verb::Read, "secret/data/nothing", &a, json!({})).await {
-        Err(Error::RateLimited { message, retry_after_seconds }) => {
+        Err(Error::RateLimited {
+            message,
+            retry_after_seconds,
+        }) => {
             assert_eq!(message, "rate limit quota exceeded");
-            assert!((1..=30).contains(&retry_after_seconds), "{retry_after_seconds}");
+            assert!(
+                (1..=30).contains(&retry_after_seconds),
+                "{retry_after_seconds}"
+            );
         }
         other => panic!("expected 429, got {other:?}"),
     }
-    assert!(matches!(call(&core, Verb::Read, "secret/data/nothing", &b, json!({})).await, Err(Error::NotFound { .. })), "another token has its own bucket");
-    call(&core, Verb::Read, "sys/mounts", &a, json!({})).await.ok();
-    assert_eq!(core.metrics().counter("ward_rate_limit_rejections_total", &[("quota", "kv")]), 1);
+    assert!(
+        matches!(
+            call(&core, Verb::Read, "secret/data/nothing", &b, json!({})).await,
+            Err(Error::NotFound { .. })
+        ),
+        "another token has its own bucket"
+    );
+    call(&core, Verb::Read, "sys/mounts", &a, json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        core.metrics()
+            .counter("ward_rate_limit_rejections_total", &[("quota", "kv")]),
+        1
+    );
 
     core.clock().advance(60);
-    assert!(matches!(call(&core, Verb::Read, "secret/data/nothing", &a, json!({})).await, Err(Error::NotFound { .. })), "refilled");
+    assert!(
+        matches!(
+            call(&core, Verb::Read, "secret/data/nothing", &a, json!({})).await,
+            Err(Error::NotFound { .. })
+        ),
+        "refilled"
+    );
 
     // Address-keyed (Vault's default) with a block interval.
-    call(&core, Verb::Write, "sys/quotas/rate-limit/global", &root, json!({"rate": 1, "block_interval": "30s"})).await.expect("quota");
+    call(
+        &core,
+        Verb::Write,
+        "sys/quotas/rate-limit/global",
+        &root,
+        json!({"rate": 1, "block_interval": "30s"}),
+    )
+    .await
+    .expect("quota");
     let from = |address: &str| {
         let mut request = Request::new(Verb::Read, "sys/mounts").with_token(&root);
         request.remote_address = Some(address.to_string());
         request
     };
     core.handle_request(from("10.0.0.1")).await.expect("first");
-    assert!(matches!(core.handle_request(from("10.0.0.1")).await, Err(Error::RateLimited { retry_after_seconds: 30, .. })));
-    core.handle_request(from("10.0.0.2")).await.expect("another address");
-    call(&core, Verb::Delete, "sys/quotas/rate-limit/global", &root, json!({})).await.ok();
+    assert!(matches!(
+        core.handle_request(from("10.0.0.1")).await,
+        Err(Error::RateLimited {
+            retry_after_seconds: 30,
+            ..
+        })
+    ));
+    core.handle_request(from("10.0.0.2"))
+        .await
+        .expect("another address");
+    call(
+        &core,
+        Verb::Delete,
+        "sys/quotas/rate-limit/global",
+        &root,
+        json!({}),
+    )
+    .await
+    .ok();
 }
 
 /// Parses the Prometheus text format: every line is a comment or `name{labels} value`.
@@ -413,17 +834,33 @@ fn parse_prometheus(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> 
         if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line.is_empty() {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
         let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => (name, rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}"))),
+            Some((name, rest)) => (
+                name,
+                rest.strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line}")),
+            ),
             None => (series, ""),
         };
-        assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "bad name: {line}");
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
         let mut map = BTreeMap::new();
         let mut rest = labels;
         while !rest.is_empty() {
-            let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad label: {line}"));
+            let (key, after) = rest
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("bad label: {line}"));
             let mut value = String::new();
             let mut chars = after.char_indices();
             let mut end = None;
@@ -453,12 +890,35 @@ fn parse_prometheus(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> 
 #[tokio::test]
 async fn metrics_count_requests_logins_and_refusals_in_prometheus_format() {
     let (core, root) = dev_core().await;
-    call(&core, Verb::Write, "sys/auth/userpass", &root, json!({"type": "userpass"})).await.expect("mount");
-    call(&core, Verb::Write, "auth/userpass/users/bob", &root, json!({"password": PASSWORD_CANARY})).await.expect("user");
-    let login = |password: &str| Request::new(Verb::Write, "auth/userpass/login/bob").with_data(json!({"password": password}));
-    core.handle_request(login(PASSWORD_CANARY)).await.expect("login");
+    call(
+        &core,
+        Verb::Write,
+        "sys/auth/userpass",
+        &root,
+        json!({"type": "userpass"}),
+    )
+    .await
+    .expect("mount");
+    call(
+        &core,
+        Verb::Write,
+        "auth/userpass/users/bob",
+        &root,
+        json!({"password": PASSWORD_CANARY}),
+    )
+    .await
+    .expect("user");
+    let login = |password: &str| {
+        Request::new(Verb::Write, "auth/userpass/login/bob")
+            .with_data(json!({"password": password}))
+    };
+    core.handle_request(login(PASSWORD_CANARY))
+        .await
+        .expect("login");
     assert!(core.handle_request(login("wrong")).await.is_err());
-    call(&core, Verb::Read, "secret/data/none", &root, json!({})).await.ok();
+    call(&core, Verb::Read, "secret/data/none", &root, json!({}))
+        .await
+        .ok();
 
     let text = core.metrics_prometheus();
     assert!(!text.contains(PASSWORD_CANARY) && !text.contains(&root));
@@ -466,45 +926,110 @@ async fn metrics_count_requests_logins_and_refusals_in_prometheus_format() {
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
         samples
             .iter()
-            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|(_, _, v)| *v)
             .sum()
     };
-    assert_eq!(value("ward_logins_total", &[("mount", "auth/userpass/")]), 1.0);
-    assert_eq!(value("ward_login_failures_total", &[("mount", "auth/userpass/")]), 1.0);
-    assert_eq!(value("ward_requests_total", &[("mount", "secret/"), ("operation", "read"), ("status", "not_found")]), 1.0);
-    assert!(value("ward_request_duration_seconds_count", &[("mount", "secret/")]) >= 1.0);
+    assert_eq!(
+        value("ward_logins_total", &[("mount", "auth/userpass/")]),
+        1.0
+    );
+    assert_eq!(
+        value("ward_login_failures_total", &[("mount", "auth/userpass/")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "ward_requests_total",
+            &[
+                ("mount", "secret/"),
+                ("operation", "read"),
+                ("status", "not_found")
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            "ward_request_duration_seconds_count",
+            &[("mount", "secret/")]
+        ) >= 1.0
+    );
     assert_eq!(value("ward_sealed", &[]), 0.0);
     assert_eq!(value("ward_barrier_key_term", &[]), 1.0);
     assert!(value("ward_tokens_created_total", &[("mount", "auth/userpass/")]) >= 1.0);
 
     // Through the API: JSON by default, the text on request; read on sys/metrics needed.
-    let json_metrics = call(&core, Verb::Read, "sys/metrics", &root, json!({})).await.expect("json");
-    assert!(json_metrics.data.as_ref().expect("data")["Counters"].as_array().is_some_and(|c| !c.is_empty()));
-    let prom = call(&core, Verb::Read, "sys/metrics", &root, json!({"format": "prometheus"})).await.expect("prom");
-    assert!(prom.data.as_ref().expect("data")["prometheus"].as_str().is_some_and(|t| t.contains("ward_requests_total")));
-    let nobody = call(&core, Verb::Write, "auth/token/create", &root, json!({"policies": ["default"]})).await.expect("t").auth.expect("auth").client_token;
-    assert!(matches!(call(&core, Verb::Read, "sys/metrics", &nobody, json!({})).await, Err(Error::PermissionDenied(_))));
+    let json_metrics = call(&core, Verb::Read, "sys/metrics", &root, json!({}))
+        .await
+        .expect("json");
+    assert!(json_metrics.data.as_ref().expect("data")["Counters"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty()));
+    let prom = call(
+        &core,
+        Verb::Read,
+        "sys/metrics",
+        &root,
+        json!({"format": "prometheus"}),
+    )
+    .await
+    .expect("prom");
+    assert!(prom.data.as_ref().expect("data")["prometheus"]
+        .as_str()
+        .is_some_and(|t| t.contains("ward_requests_total")));
+    let nobody = call(
+        &core,
+        Verb::Write,
+        "auth/token/create",
+        &root,
+        json!({"policies": ["default"]}),
+    )
+    .await
+    .expect("t")
+    .auth
+    .expect("auth")
+    .client_token;
+    assert!(matches!(
+        call(&core, Verb::Read, "sys/metrics", &nobody, json!({})).await,
+        Err(Error::PermissionDenied(_))
+    ));
 }
+
+/// One delivered alert: URL, headers, body.
+type Delivery = (String, Vec<(String, String)>, Vec<u8>);
 
 /// Records deliveries; fails the first `failures` attempts, like a receiver that is down.
 #[derive(Default)]
 struct RecordingTransport {
     failures: Mutex<u32>,
     attempts: Mutex<u32>,
-    delivered: Mutex<Vec<(String, Vec<(String, String)>, Vec<u8>)>>,
+    delivered: Mutex<Vec<Delivery>>,
 }
 
 #[async_trait::async_trait]
 impl AlertTransport for RecordingTransport {
-    async fn post(&self, url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<(), String> {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<(), String> {
         *self.attempts.lock().expect("lock") += 1;
         let mut failures = self.failures.lock().expect("lock");
         if *failures > 0 {
             *failures -= 1;
             return Err("connection refused".into());
         }
-        self.delivered.lock().expect("lock").push((url.to_string(), headers.to_vec(), body));
+        self.delivered
+            .lock()
+            .expect("lock")
+            .push((url.to_string(), headers.to_vec(), body));
         Ok(())
     }
 }
@@ -523,55 +1048,142 @@ async fn poll<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T 
 #[tokio::test]
 async fn a_policy_change_alert_is_signed_and_retried_until_delivered() {
     let (core, root) = dev_core().await;
-    let transport = Arc::new(RecordingTransport { failures: Mutex::new(2), ..RecordingTransport::default() });
+    let transport = Arc::new(RecordingTransport {
+        failures: Mutex::new(2),
+        ..RecordingTransport::default()
+    });
     core.set_alert_transport(transport.clone());
-    call(&core, Verb::Write, "sys/alerts/config", &root, json!({"retry_initial_backoff_ms": 20})).await.expect("config");
+    call(
+        &core,
+        Verb::Write,
+        "sys/alerts/config",
+        &root,
+        json!({"retry_initial_backoff_ms": 20}),
+    )
+    .await
+    .expect("config");
     call(&core, Verb::Write, "sys/alerts/sinks/ops", &root, json!({"type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s3cret-signing", "min_severity": "high"})).await.expect("sink");
-    let sink = call(&core, Verb::Read, "sys/alerts/sinks/ops", &root, json!({})).await.expect("read sink");
-    assert!(sink.data.as_ref().expect("data").get("secret").is_none(), "the secret is never returned");
+    let sink = call(&core, Verb::Read, "sys/alerts/sinks/ops", &root, json!({}))
+        .await
+        .expect("read sink");
+    assert!(
+        sink.data.as_ref().expect("data").get("secret").is_none(),
+        "the secret is never returned"
+    );
 
-    call(&core, Verb::Write, "sys/policies/acl/dev", &root, json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }\n"})).await.expect("policy");
-    let (url, headers, body) = poll(Duration::from_secs(5), || transport.delivered.lock().expect("lock").first().cloned()).await;
+    call(
+        &core,
+        Verb::Write,
+        "sys/policies/acl/dev",
+        &root,
+        json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }\n"}),
+    )
+    .await
+    .expect("policy");
+    let (url, headers, body) = poll(Duration::from_secs(5), || {
+        transport.delivered.lock().expect("lock").first().cloned()
+    })
+    .await;
     assert_eq!(url, "http://127.0.0.1:9/hook");
-    assert!(*transport.attempts.lock().expect("lock") >= 3, "two failed attempts, then delivered");
-    let signature = headers.iter().find(|(k, _)| k == "X-Ward-Signature").map(|(_, v)| v.clone()).expect("signed");
-    assert_eq!(signature, ward_core::alerts::signature("s3cret-signing", &body));
+    assert!(
+        *transport.attempts.lock().expect("lock") >= 3,
+        "two failed attempts, then delivered"
+    );
+    let signature = headers
+        .iter()
+        .find(|(k, _)| k == "X-Ward-Signature")
+        .map(|(_, v)| v.clone())
+        .expect("signed");
+    assert_eq!(
+        signature,
+        ward_core::alerts::signature("s3cret-signing", &body)
+    );
     let alert: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(alert["rule"], json!("policy-change"));
     assert_eq!(alert["severity"], json!("high"));
     assert_eq!(alert["details"]["actor"]["display_name"], json!("root"));
-    assert!(alert["details"]["diff"].as_str().is_some_and(|d| d.contains("+path \"secret/*\"")));
-    assert!(!String::from_utf8_lossy(&body).contains(&root), "no token in an alert");
-    poll(Duration::from_secs(5), || (core.alerts().pending_count() == 0).then_some(())).await;
-    assert_eq!(core.metrics().counter("ward_policy_changes_total", &[("operation", "create")]), 1);
+    assert!(alert["details"]["diff"]
+        .as_str()
+        .is_some_and(|d| d.contains("+path \"secret/*\"")));
+    assert!(
+        !String::from_utf8_lossy(&body).contains(&root),
+        "no token in an alert"
+    );
+    poll(Duration::from_secs(5), || {
+        (core.alerts().pending_count() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        core.metrics()
+            .counter("ward_policy_changes_total", &[("operation", "create")]),
+        1
+    );
 }
 
 #[tokio::test]
 async fn undelivered_alerts_stay_pending_and_visible() {
     let (core, root) = dev_core().await;
-    call(&core, Verb::Write, "sys/alerts/sinks/ops", &root, json!({"url": "http://127.0.0.1:9/hook"})).await.expect("sink");
-    call(&core, Verb::Write, "sys/policy/p", &root, json!({"policy": "path \"a\" { capabilities = [\"read\"] }"})).await.expect("policy");
-    call(&core, Verb::Delete, "sys/policy/p", &root, json!({})).await.expect("delete");
-    let pending = call(&core, Verb::Read, "sys/alerts/pending", &root, json!({})).await.expect("pending");
-    assert_eq!(pending.data.as_ref().expect("data")["count"], json!(2), "no transport installed: both alerts wait");
+    call(
+        &core,
+        Verb::Write,
+        "sys/alerts/sinks/ops",
+        &root,
+        json!({"url": "http://127.0.0.1:9/hook"}),
+    )
+    .await
+    .expect("sink");
+    call(
+        &core,
+        Verb::Write,
+        "sys/policy/p",
+        &root,
+        json!({"policy": "path \"a\" { capabilities = [\"read\"] }"}),
+    )
+    .await
+    .expect("policy");
+    call(&core, Verb::Delete, "sys/policy/p", &root, json!({}))
+        .await
+        .expect("delete");
+    let pending = call(&core, Verb::Read, "sys/alerts/pending", &root, json!({}))
+        .await
+        .expect("pending");
+    assert_eq!(
+        pending.data.as_ref().expect("data")["count"],
+        json!(2),
+        "no transport installed: both alerts wait"
+    );
     assert!(core.metrics_prometheus().contains("ward_alerts_pending 2"));
 }
 
 #[tokio::test]
 async fn audit_devices_survive_a_seal_and_the_chain_continues() {
     let physical: Arc<dyn ward_storage::Physical> = Arc::new(InMemory::new());
-    let core = Core::new(CoreConfig::default(), physical.clone(), ward_engines::registry());
+    let core = Core::new(
+        CoreConfig::default(),
+        physical.clone(),
+        ward_engines::registry(),
+    );
     let init = core.init(1, 1).await.expect("init");
     core.unseal(init.keys[0].to_vec()).await.expect("unseal");
     let root = init.root_token.to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let log: PathBuf = dir.path().join("audit.log");
-    enable_file(&core, &root, "file", &log, json!({})).await.expect("enable");
-    call(&core, Verb::Read, "sys/mounts", &root, json!({})).await.expect("read");
+    enable_file(&core, &root, "file", &log, json!({}))
+        .await
+        .expect("enable");
+    call(&core, Verb::Read, "sys/mounts", &root, json!({}))
+        .await
+        .expect("read");
     core.seal().await;
     core.unseal(init.keys[0].to_vec()).await.expect("unseal");
-    call(&core, Verb::Read, "sys/mounts", &root, json!({})).await.expect("read after unseal");
+    call(&core, Verb::Read, "sys/mounts", &root, json!({}))
+        .await
+        .expect("read after unseal");
     let report = verify_files(&[&log]);
     assert!(report.is_intact(), "{report:?}");
-    assert_eq!(entries(&log).len(), 5, "enable, read (2), read after unseal (2)");
+    assert_eq!(
+        entries(&log).len(),
+        5,
+        "enable, read (2), read after unseal (2)"
+    );
 }

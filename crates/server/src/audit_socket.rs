@@ -23,15 +23,33 @@ pub struct SocketSinkFactory;
 #[async_trait]
 impl AuditSinkFactory for SocketSinkFactory {
     async fn open(&self, options: &BTreeMap<String, String>) -> Result<Box<dyn AuditSink>, String> {
-        let address = options.get("address").filter(|a| !a.is_empty()).ok_or("address is required")?.clone();
-        let kind = match options.get("socket_type").map(String::as_str).unwrap_or("tcp") {
+        let address = options
+            .get("address")
+            .filter(|a| !a.is_empty())
+            .ok_or("address is required")?
+            .clone();
+        let kind = match options
+            .get("socket_type")
+            .map(String::as_str)
+            .unwrap_or("tcp")
+        {
             "" | "tcp" => SocketKind::Tcp,
             "udp" => SocketKind::Udp,
             "unix" => SocketKind::Unix,
-            other => return Err(format!("unsupported socket_type {other:?}: tcp, udp or unix")),
+            other => {
+                return Err(format!(
+                    "unsupported socket_type {other:?}: tcp, udp or unix"
+                ))
+            }
         };
-        let mut sink = SocketSink { address, kind, connection: None };
-        sink.connect().await.map_err(|e| format!("cannot connect to the audit socket: {e}"))?;
+        let mut sink = SocketSink {
+            address,
+            kind,
+            connection: None,
+        };
+        sink.connect()
+            .await
+            .map_err(|e| format!("cannot connect to the audit socket: {e}"))?;
         Ok(Box::new(sink))
     }
 }
@@ -68,7 +86,9 @@ impl SocketSink {
                 socket.connect(&self.address).await?;
                 Connection::Udp(socket)
             }
-            SocketKind::Unix => Connection::Unix(tokio::net::UnixStream::connect(&self.address).await?),
+            SocketKind::Unix => {
+                Connection::Unix(tokio::net::UnixStream::connect(&self.address).await?)
+            }
         };
         self.connection = Some(connection);
         Ok(())
@@ -100,7 +120,10 @@ impl AuditSink for SocketSink {
                 }
                 result
             }
-            None => Err(io::Error::new(io::ErrorKind::NotConnected, "audit socket not connected")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "audit socket not connected",
+            )),
         };
         if result.is_err() {
             self.connection = None;
@@ -132,20 +155,38 @@ mod tests {
     use super::*;
 
     async fn dev_core() -> (Arc<Core>, String) {
-        let core = Core::new(CoreConfig::default(), Arc::new(ward_storage::InMemory::new()), ward_engines::registry());
+        let core = Core::new(
+            CoreConfig::default(),
+            Arc::new(ward_storage::InMemory::new()),
+            ward_engines::registry(),
+        );
         core.register_audit_factory("socket", Arc::new(SocketSinkFactory));
-        let root = core.dev_init(None).await.expect("dev init").root_token.to_string();
+        let root = core
+            .dev_init(None)
+            .await
+            .expect("dev init")
+            .root_token
+            .to_string();
         (core, root)
     }
 
-    async fn call(core: &Core, verb: Verb, path: &str, token: &str, data: Value) -> Result<Response, Error> {
-        core.handle_request(Request::new(verb, path).with_token(token).with_data(data)).await
+    async fn call(
+        core: &Core,
+        verb: Verb,
+        path: &str,
+        token: &str,
+        data: Value,
+    ) -> Result<Response, Error> {
+        core.handle_request(Request::new(verb, path).with_token(token).with_data(data))
+            .await
     }
 
     #[tokio::test]
     async fn a_tcp_device_receives_chained_hashed_lines() {
         let (core, root) = dev_core().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         let received = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.expect("accept");
@@ -159,13 +200,38 @@ mod tests {
             }
             out
         });
-        call(&core, Verb::Write, "sys/audit/net", &root, json!({"type": "socket", "options": {"address": address}})).await.expect("enable");
-        call(&core, Verb::Write, "secret/data/x", &root, json!({"data": {"v": "socket-canary-31c"}})).await.expect("write");
-        let lines = tokio::time::timeout(Duration::from_secs(5), received).await.expect("in time").expect("task");
-        assert_eq!(lines.len(), 3, "enable response, write request, write response");
+        call(
+            &core,
+            Verb::Write,
+            "sys/audit/net",
+            &root,
+            json!({"type": "socket", "options": {"address": address}}),
+        )
+        .await
+        .expect("enable");
+        call(
+            &core,
+            Verb::Write,
+            "secret/data/x",
+            &root,
+            json!({"data": {"v": "socket-canary-31c"}}),
+        )
+        .await
+        .expect("write");
+        let lines = tokio::time::timeout(Duration::from_secs(5), received)
+            .await
+            .expect("in time")
+            .expect("task");
+        assert_eq!(
+            lines.len(),
+            3,
+            "enable response, write request, write response"
+        );
         let joined = lines.join("\n") + "\n";
         assert!(!joined.contains("socket-canary-31c") && !joined.contains(&root));
-        assert!(ward_core::audit::verify(joined.as_bytes()).expect("read").is_intact());
+        assert!(ward_core::audit::verify(joined.as_bytes())
+            .expect("read")
+            .is_intact());
     }
 
     #[tokio::test]
@@ -174,8 +240,18 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let result = call(&core, Verb::Write, "sys/audit/net", &root, json!({"type": "socket", "options": {"address": address}})).await;
-        assert!(matches!(&result, Err(Error::InvalidRequest(m)) if m.contains("cannot connect")), "{result:?}");
+        let result = call(
+            &core,
+            Verb::Write,
+            "sys/audit/net",
+            &root,
+            json!({"type": "socket", "options": {"address": address}}),
+        )
+        .await;
+        assert!(
+            matches!(&result, Err(Error::InvalidRequest(m)) if m.contains("cannot connect")),
+            "{result:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +260,9 @@ mod tests {
         // A peer that accepts and never reads, with a small receive buffer.
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("buffer");
-        socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
         let address = socket.local_addr().expect("addr").to_string();
         let listener = socket.listen(8).expect("listen");
         let held = tokio::spawn(async move {
@@ -195,12 +273,24 @@ mod tests {
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("audit.log");
-        call(&core, Verb::Write, "sys/audit/hung", &root, json!({"type": "socket", "options": {"address": address, "write_timeout": "500ms"}}))
-            .await
-            .expect("enable socket");
-        call(&core, Verb::Write, "sys/audit/file", &root, json!({"type": "file", "options": {"file_path": log.to_string_lossy()}}))
-            .await
-            .expect("enable file");
+        call(
+            &core,
+            Verb::Write,
+            "sys/audit/hung",
+            &root,
+            json!({"type": "socket", "options": {"address": address, "write_timeout": "500ms"}}),
+        )
+        .await
+        .expect("enable socket");
+        call(
+            &core,
+            Verb::Write,
+            "sys/audit/file",
+            &root,
+            json!({"type": "file", "options": {"file_path": log.to_string_lossy()}}),
+        )
+        .await
+        .expect("enable file");
 
         // Large entries fill the socket buffers quickly.
         let mut body = serde_json::Map::new();
@@ -212,29 +302,67 @@ mod tests {
         let mut slowest = Duration::ZERO;
         for i in 0..300 {
             let one = Instant::now();
-            call(&core, Verb::Write, &format!("secret/data/k{i}"), &root, json!({"data": body})).await.expect("answered");
+            call(
+                &core,
+                Verb::Write,
+                &format!("secret/data/k{i}"),
+                &root,
+                json!({"data": body}),
+            )
+            .await
+            .expect("answered");
             slowest = slowest.max(one.elapsed());
         }
-        assert!(slowest < Duration::from_secs(2), "no request waits for the hung device: {slowest:?}");
+        assert!(
+            slowest < Duration::from_secs(2),
+            "no request waits for the hung device: {slowest:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(60));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while core.metrics().counter("ward_audit_failures_total", &[("device", "hung/")]) == 0 {
-            assert!(Instant::now() < deadline, "the hung device's writes time out and are counted");
+        while core
+            .metrics()
+            .counter("ward_audit_failures_total", &[("device", "hung/")])
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the hung device's writes time out and are counted"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(std::fs::read_to_string(&log).expect("log").contains("secret/data/k299"), "the healthy device has every entry");
+        assert!(
+            std::fs::read_to_string(&log)
+                .expect("log")
+                .contains("secret/data/k299"),
+            "the healthy device has every entry"
+        );
 
         // Only the hung device left: after a timeout the device reconnects, and the peer's
         // fresh buffer takes entries until it is full again; from then on requests fail
         // closed after the write timeout. None hangs.
-        call(&core, Verb::Delete, "sys/audit/file", &root, json!({})).await.expect("disable file");
+        call(&core, Verb::Delete, "sys/audit/file", &root, json!({}))
+            .await
+            .expect("disable file");
         let mut refused = 0;
         for i in 0..300 {
             let one = Instant::now();
-            let result = call(&core, Verb::Write, &format!("secret/data/h{i}"), &root, json!({"data": body})).await;
-            assert!(one.elapsed() < Duration::from_secs(3), "answered within the write timeout");
+            let result = call(
+                &core,
+                Verb::Write,
+                &format!("secret/data/h{i}"),
+                &root,
+                json!({"data": body}),
+            )
+            .await;
+            assert!(
+                one.elapsed() < Duration::from_secs(3),
+                "answered within the write timeout"
+            );
             if let Err(error) = result {
-                assert!(matches!(&error, Error::Internal(m) if m.contains("no audit backend")), "{error:?}");
+                assert!(
+                    matches!(&error, Error::Internal(m) if m.contains("no audit backend")),
+                    "{error:?}"
+                );
                 refused += 1;
                 if refused == 2 {
                     break;

@@ -157,7 +157,7 @@ impl Handler {
             }
         };
         let core_request = Request {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: ward_core::request::new_request_id(),
             verb,
             path,
             token,

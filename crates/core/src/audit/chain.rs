@@ -136,13 +136,21 @@ impl Verifier {
                 continue;
             }
             let Some(recorded) = prev_hash_of(content) else {
-                self.report.first_break = Some(ChainBreak { file: name.to_string(), line: number, reason: BreakReason::MissingPrevHash });
+                self.report.first_break = Some(ChainBreak {
+                    file: name.to_string(),
+                    line: number,
+                    reason: BreakReason::MissingPrevHash,
+                });
                 continue;
             };
             match self.expected {
                 None => self.report.starts_at_genesis = recorded == genesis_hash(),
                 Some(expected) if expected != recorded => {
-                    self.report.first_break = Some(ChainBreak { file: name.to_string(), line: number, reason: BreakReason::Mismatch });
+                    self.report.first_break = Some(ChainBreak {
+                        file: name.to_string(),
+                        line: number,
+                        reason: BreakReason::Mismatch,
+                    });
                     continue;
                 }
                 Some(_) => {}
@@ -166,7 +174,9 @@ fn trim_newline(line: &[u8]) -> &[u8] {
 /// The `prev_hash` of a line: the first `{"prev_hash":"` (after any prefix), then 64 hex digits.
 fn prev_hash_of(line: &[u8]) -> Option<[u8; 32]> {
     let window = &line[..line.len().min(4096)];
-    let at = window.windows(PREV_HASH_KEY.len()).position(|w| w == PREV_HASH_KEY)?;
+    let at = window
+        .windows(PREV_HASH_KEY.len())
+        .position(|w| w == PREV_HASH_KEY)?;
     let start = at + PREV_HASH_KEY.len();
     let hex_digits = line.get(start..start + 64)?;
     if line.get(start + 64) != Some(&b'"') {
@@ -191,7 +201,10 @@ mod tests {
     }
 
     fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
-        bytes.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+        bytes
+            .split_inclusive(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     #[test]
@@ -202,7 +215,10 @@ mod tests {
         assert!(report.starts_at_genesis);
         assert_eq!(report.lines, 3);
         assert!(String::from_utf8_lossy(&bytes).starts_with("{\"prev_hash\":\""));
-        assert!(String::from_utf8_lossy(&bytes).contains("\"prev_hash\":\"") && String::from_utf8_lossy(&bytes).contains("{\"prev_hash\":\"") );
+        assert!(
+            String::from_utf8_lossy(&bytes).contains("\"prev_hash\":\"")
+                && String::from_utf8_lossy(&bytes).contains("{\"prev_hash\":\"")
+        );
     }
 
     #[test]
@@ -212,14 +228,24 @@ mod tests {
         let original = lines(&chain(&refs));
 
         let mut forged = original.clone();
-        forged[2] = String::from_utf8_lossy(&forged[2]).replace("\"n\":2", "\"n\":9").into_bytes();
+        forged[2] = String::from_utf8_lossy(&forged[2])
+            .replace("\"n\":2", "\"n\":9")
+            .into_bytes();
         let report = verify(&forged.concat()[..]).expect("read");
-        assert_eq!(report.first_break.map(|b| b.line), Some(4), "line 3 altered: line 4 no longer links");
+        assert_eq!(
+            report.first_break.map(|b| b.line),
+            Some(4),
+            "line 3 altered: line 4 no longer links"
+        );
 
         let mut deleted = original.clone();
         deleted.remove(3);
         let report = verify(&deleted.concat()[..]).expect("read");
-        assert_eq!(report.first_break.map(|b| b.line), Some(4), "line 4 removed: the new line 4 does not link");
+        assert_eq!(
+            report.first_break.map(|b| b.line),
+            Some(4),
+            "line 4 removed: the new line 4 does not link"
+        );
 
         let mut swapped = original.clone();
         swapped.swap(1, 2);

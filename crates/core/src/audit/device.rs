@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{oneshot, Notify};
@@ -73,7 +73,8 @@ impl AuditSinkFactory for FileSinkFactory {
         }
         let mode = parse_mode(options.get("mode").map(String::as_str))?;
         let path = checked_path(Path::new(target))?;
-        let sink = FileSink::open(path, mode).map_err(|e| format!("cannot open audit file: {}", describe_io(&e)))?;
+        let sink = FileSink::open(path, mode)
+            .map_err(|e| format!("cannot open audit file: {}", describe_io(&e)))?;
         Ok(Box::new(sink))
     }
 }
@@ -81,7 +82,8 @@ impl AuditSinkFactory for FileSinkFactory {
 /// Directories an audit file may never be written into: system and executable locations
 /// (CVE-2025-6000: an API-enabled device writing an executable into the plugin directory).
 const FORBIDDEN_DIRECTORIES: &[&str] = &[
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr",
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr",
 ];
 
 /// Resolves and checks an audit file path: absolute, the directory exists and is not a
@@ -92,9 +94,17 @@ fn checked_path(path: &Path) -> Result<PathBuf, String> {
     }
     let name = path.file_name().ok_or("file_path must name a file")?;
     let parent = path.parent().ok_or("file_path must name a file")?;
-    let directory = std::fs::canonicalize(parent).map_err(|e| format!("audit directory is not usable: {}", describe_io(&e)))?;
-    if directory == Path::new("/") || FORBIDDEN_DIRECTORIES.iter().any(|d| directory.starts_with(d)) {
-        return Err(format!("audit files cannot be written under {}", directory.display()));
+    let directory = std::fs::canonicalize(parent)
+        .map_err(|e| format!("audit directory is not usable: {}", describe_io(&e)))?;
+    if directory == Path::new("/")
+        || FORBIDDEN_DIRECTORIES
+            .iter()
+            .any(|d| directory.starts_with(d))
+    {
+        return Err(format!(
+            "audit files cannot be written under {}",
+            directory.display()
+        ));
     }
     let full = directory.join(name);
     if let Ok(metadata) = std::fs::metadata(&full) {
@@ -111,14 +121,21 @@ fn checked_path(path: &Path) -> Result<PathBuf, String> {
 /// `mode` as Vault takes it: an octal string, default `0600`. Executable, setuid, setgid
 /// and sticky bits are refused.
 fn parse_mode(text: Option<&str>) -> Result<u32, String> {
-    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(0o600) };
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(0o600);
+    };
     let digits = text.strip_prefix("0o").unwrap_or(text);
-    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("invalid mode {text:?}: expected an octal number such as 0600"))?;
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("invalid mode {text:?}: expected an octal number such as 0600"))?;
     if mode > 0o777 {
-        return Err(format!("invalid mode {text:?}: setuid, setgid and sticky bits are not allowed"));
+        return Err(format!(
+            "invalid mode {text:?}: setuid, setgid and sticky bits are not allowed"
+        ));
     }
     if mode & 0o111 != 0 {
-        return Err(format!("invalid mode {text:?}: audit files cannot be executable"));
+        return Err(format!(
+            "invalid mode {text:?}: audit files cannot be executable"
+        ));
     }
     Ok(mode)
 }
@@ -131,19 +148,46 @@ fn describe_io(e: &io::Error) -> String {
     }
 }
 
-/// An append-only audit file. Each batch checks that the open file still has a name (a
-/// deleted file is reported, not written into silently, which Vault does), and a failed
+/// An append-only audit file. It checks that the open file still has a name (a deleted
+/// file is reported within 50 ms, not written into silently, which Vault does), and a failed
 /// write is cut back so that no half line stays behind.
 pub struct FileSink {
     path: PathBuf,
     mode: u32,
     file: File,
+    /// The file's length as this sink knows it (it is the only writer), to cut back to.
+    length: u64,
+    /// When the link count and length were last read from the file; `None`: at the next write.
+    checked: Option<Instant>,
 }
+
+/// How often a file sink checks that its file still has a name.
+const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 impl FileSink {
     pub fn open(path: PathBuf, mode: u32) -> io::Result<FileSink> {
         let file = open_append(&path, mode)?;
-        Ok(FileSink { path, mode, file })
+        let mut sink = FileSink {
+            path,
+            mode,
+            file,
+            length: 0,
+            checked: None,
+        };
+        sink.check()?;
+        Ok(sink)
+    }
+
+    /// Reads the link count (a deleted file fails) and the length.
+    fn check(&mut self) -> io::Result<()> {
+        let metadata = self.file.metadata()?;
+        self.length = metadata.len();
+        if metadata.nlink() == 0 {
+            // Not marked as checked: every later write checks again until a reopen.
+            return Err(io::Error::other("the audit file was deleted"));
+        }
+        self.checked = Some(Instant::now());
+        Ok(())
     }
 }
 
@@ -165,25 +209,30 @@ impl AuditSink for FileSink {
     async fn write(&mut self, batch: &[u8]) -> io::Result<()> {
         // A regular file in the page cache: the write does not wait for the disk, so doing it
         // on the device task is cheaper than a hop to the blocking pool.
-        let metadata = self.file.metadata()?;
-        if metadata.nlink() == 0 {
-            return Err(io::Error::other("the audit file was deleted"));
+        // `fstat` costs about as much as the write itself, so the file's link count is
+        // checked at most every CHECK_INTERVAL, and after any failed write.
+        if self.checked.is_none_or(|at| at.elapsed() >= CHECK_INTERVAL) {
+            self.check()?;
         }
-        let length = metadata.len();
         if let Err(e) = self.file.write_all(batch) {
-            let _ = self.file.set_len(length);
+            let _ = self.file.set_len(self.length);
+            self.checked = None;
             return Err(e);
         }
+        self.length += batch.len() as u64;
         Ok(())
     }
 
     async fn reopen(&mut self) -> io::Result<()> {
         self.file = open_append(&self.path, self.mode)?;
-        Ok(())
+        self.check()
     }
 
     fn last_line_hash(&mut self) -> Option<[u8; 32]> {
-        last_line(&self.path).ok().flatten().map(|line| chain::line_hash(&line))
+        last_line(&self.path)
+            .ok()
+            .flatten()
+            .map(|line| chain::line_hash(&line))
     }
 }
 
@@ -194,7 +243,10 @@ fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
     let mut tail: Vec<u8> = Vec::new();
     const BLOCK: u64 = 64 * 1024;
     loop {
-        let content_end = tail.iter().rposition(|b| *b != b'\n' && *b != b'\r').map(|i| i + 1);
+        let content_end = tail
+            .iter()
+            .rposition(|b| *b != b'\n' && *b != b'\r')
+            .map(|i| i + 1);
         if let Some(content_end) = content_end {
             if let Some(start) = tail[..content_end].iter().rposition(|b| *b == b'\n') {
                 return Ok(Some(tail[start + 1..content_end].to_vec()));
@@ -274,7 +326,14 @@ pub(crate) struct DeviceWriter {
 
 impl DeviceWriter {
     /// Builds the writer and starts its background task, which ends when the writer is dropped.
-    pub(crate) fn start(name: String, sink: Box<dyn AuditSink>, prefix: Vec<u8>, last_hash: [u8; 32], write_timeout: Duration, on_failure: FailureHook) -> Arc<DeviceWriter> {
+    pub(crate) fn start(
+        name: String,
+        sink: Box<dyn AuditSink>,
+        prefix: Vec<u8>,
+        last_hash: [u8; 32],
+        write_timeout: Duration,
+        on_failure: FailureHook,
+    ) -> Arc<DeviceWriter> {
         let kick = Arc::new(Notify::new());
         let writer = Arc::new(DeviceWriter {
             name,
@@ -282,7 +341,12 @@ impl DeviceWriter {
             write_timeout,
             on_failure,
             queue: Mutex::new(Vec::new()),
-            state: tokio::sync::Mutex::new(WriterState { sink, last_hash, buffer: Vec::with_capacity(64 * 1024), dirty: false }),
+            state: tokio::sync::Mutex::new(WriterState {
+                sink,
+                last_hash,
+                buffer: Vec::with_capacity(64 * 1024),
+                dirty: false,
+            }),
             kick: kick.clone(),
             healthy: AtomicBool::new(true),
         });
@@ -318,9 +382,14 @@ impl DeviceWriter {
     pub(crate) async fn write_if_free(&self) {
         // If this future is dropped mid-write (its request went away), lines may be left in
         // the queue: the guard hands them to the background task.
-        let mut guard = KickOnDrop { kick: &self.kick, armed: true };
+        let mut guard = KickOnDrop {
+            kick: &self.kick,
+            armed: true,
+        };
         loop {
-            let Ok(mut state) = self.state.try_lock() else { break };
+            let Ok(mut state) = self.state.try_lock() else {
+                break;
+            };
             self.drain(&mut state).await;
             drop(state);
             // A line queued while the lock was held, by a request that found it busy.
@@ -374,17 +443,20 @@ impl DeviceWriter {
                 last = chain::frame(&mut state.buffer, &self.prefix, &last, line);
             }
             state.dirty = true;
-            let written = match tokio::time::timeout(self.write_timeout, state.sink.write(&state.buffer)).await {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    (self.on_failure)(&self.name, &describe_io(&e));
-                    false
-                }
-                Err(_) => {
-                    (self.on_failure)(&self.name, "write timed out");
-                    false
-                }
-            };
+            let written =
+                match tokio::time::timeout(self.write_timeout, state.sink.write(&state.buffer))
+                    .await
+                {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        (self.on_failure)(&self.name, &describe_io(&e));
+                        false
+                    }
+                    Err(_) => {
+                        (self.on_failure)(&self.name, "write timed out");
+                        false
+                    }
+                };
             state.dirty = false;
             self.healthy.store(written, Ordering::Relaxed);
             if written {
@@ -442,7 +514,13 @@ mod tests {
 
     #[test]
     fn system_directories_and_relative_paths_are_refused() {
-        for path in ["/etc/ward-audit.log", "/usr/lib/ward/plugins/x", "/proc/self/fd/1", "relative.log", "/"] {
+        for path in [
+            "/etc/ward-audit.log",
+            "/usr/lib/ward/plugins/x",
+            "/proc/self/fd/1",
+            "relative.log",
+            "/",
+        ] {
             assert!(checked_path(Path::new(path)).is_err(), "{path}");
         }
         let dir = tempfile::tempdir().expect("tempdir");

@@ -64,25 +64,57 @@ pub(crate) struct RawEntry<'a> {
 
 /// The request entry (written before the request runs; `error` set for a request refused
 /// before dispatch, such as a denial).
-pub(crate) fn request_entry<'a>(now: OffsetDateTime, trail: &'a Trail, request: &'a Request, error: Option<&'a Error>) -> RawEntry<'a> {
-    RawEntry { now, time: rfc3339(now), trail, request, response: None, error }
+pub(crate) fn request_entry<'a>(
+    now: OffsetDateTime,
+    trail: &'a Trail,
+    request: &'a Request,
+    error: Option<&'a Error>,
+) -> RawEntry<'a> {
+    RawEntry {
+        now,
+        time: rfc3339(now),
+        trail,
+        request,
+        response: None,
+        error,
+    }
 }
 
 /// The response entry: every outcome, errors and denials included.
-pub(crate) fn response_entry<'a>(now: OffsetDateTime, trail: &'a Trail, request: &'a Request, result: &'a Result<Response, Error>) -> RawEntry<'a> {
-    RawEntry { now, time: rfc3339(now), trail, request, response: Some(result.as_ref()), error: result.as_ref().err() }
+pub(crate) fn response_entry<'a>(
+    now: OffsetDateTime,
+    trail: &'a Trail,
+    request: &'a Request,
+    result: &'a Result<Response, Error>,
+) -> RawEntry<'a> {
+    RawEntry {
+        now,
+        time: rfc3339(now),
+        trail,
+        request,
+        response: Some(result.as_ref()),
+        error: result.as_ref().err(),
+    }
 }
 
 impl RawEntry<'_> {
     /// The entry as one device writes it: hashed with its salt unless the device logs raw.
     pub(crate) fn render(&self, hasher: &Hasher, options: HashOptions) -> Vec<u8> {
-        let mut w = Writer { out: Vec::with_capacity(1024), hasher, options };
+        let mut w = Writer {
+            out: Vec::with_capacity(1024),
+            hasher,
+            options,
+        };
         let mount = self.trail.mount.as_ref();
         let mut entry = w.object();
         w.field(&mut entry, "time");
         w.string(&self.time);
         w.field(&mut entry, "type");
-        w.string(if self.response.is_some() { "response" } else { "request" });
+        w.string(if self.response.is_some() {
+            "response"
+        } else {
+            "request"
+        });
         w.field(&mut entry, "auth");
         self.auth(&mut w);
         w.field(&mut entry, "request");
@@ -136,20 +168,28 @@ impl RawEntry<'_> {
             w.number(entry.num_uses);
             w.field(&mut auth, "policy_results");
             let allowed = !matches!(self.error, Some(Error::PermissionDenied(_)));
-            w.raw(if allowed { br#"{"allowed":true}"# } else { br#"{"allowed":false}"# });
+            w.raw(if allowed {
+                br#"{"allowed":true}"#
+            } else {
+                br#"{"allowed":false}"#
+            });
         }
         w.end(auth);
     }
 
     fn request_block(&self, w: &mut Writer<'_>, mount: Option<&MountFacts>) {
         let request = self.request;
-        let operation = self.trail.operation.map(Operation::as_str).unwrap_or(match request.verb {
-            Verb::Read => "read",
-            Verb::List => "list",
-            Verb::Write => "update",
-            Verb::Patch => "patch",
-            Verb::Delete => "delete",
-        });
+        let operation = self
+            .trail
+            .operation
+            .map(Operation::as_str)
+            .unwrap_or(match request.verb {
+                Verb::Read => "read",
+                Verb::List => "list",
+                Verb::Write => "update",
+                Verb::Patch => "patch",
+                Verb::Delete => "delete",
+            });
         let mut block = w.object();
         w.field(&mut block, "id");
         w.string(&request.id);
@@ -184,7 +224,9 @@ impl RawEntry<'_> {
         if request.data.is_empty() {
             w.raw(b"null");
         } else {
-            let exempt = mount.map(|m| m.non_hmac_request_keys.as_slice()).unwrap_or_default();
+            let exempt = mount
+                .map(|m| m.non_hmac_request_keys.as_slice())
+                .unwrap_or_default();
             w.data(&request.data, exempt, false);
         }
         w.field(&mut block, "remote_address");
@@ -201,8 +243,11 @@ impl RawEntry<'_> {
         mount_fields(w, &mut block, mount);
         if let Some(data) = &response.data {
             w.field(&mut block, "data");
-            let exempt = mount.map(|m| m.non_hmac_response_keys.as_slice()).unwrap_or_default();
-            let elide = w.options.elide_list_responses && self.trail.operation == Some(Operation::List);
+            let exempt = mount
+                .map(|m| m.non_hmac_response_keys.as_slice())
+                .unwrap_or_default();
+            let elide =
+                w.options.elide_list_responses && self.trail.operation == Some(Operation::List);
             w.data(data, exempt, elide);
         }
         let mut expires: Option<u64> = None;
@@ -293,7 +338,9 @@ impl RawEntry<'_> {
 }
 
 fn mount_fields(w: &mut Writer<'_>, block: &mut Object, mount: Option<&MountFacts>) {
-    let (point, kind, accessor) = mount.map_or(("", "", ""), |m| (m.point.as_str(), m.kind.as_str(), m.accessor.as_str()));
+    let (point, kind, accessor) = mount.map_or(("", "", ""), |m| {
+        (m.point.as_str(), m.kind.as_str(), m.accessor.as_str())
+    });
     w.field(block, "mount_point");
     w.string(point);
     w.field(block, "mount_type");

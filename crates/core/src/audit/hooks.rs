@@ -25,23 +25,40 @@ pub(crate) enum QuotaPhase {
 
 impl Core {
     /// Applies the most specific rate-limit quota of the request, if it counts in `phase`.
-    pub(crate) fn limit(&self, state: &State, request: &Request, caller: Option<&Caller>, phase: QuotaPhase, trail: &mut Trail) -> Result<(), Error> {
+    pub(crate) fn limit(
+        &self,
+        state: &State,
+        request: &Request,
+        caller: Option<&Caller>,
+        phase: QuotaPhase,
+        trail: &mut Trail,
+    ) -> Result<(), Error> {
         let role = request.data.get("role").and_then(Value::as_str);
-        let Some(quota) = state.quotas.select(&request.path, role) else { return Ok(()) };
+        let Some(quota) = state.quotas.select(&request.path, role) else {
+            return Ok(());
+        };
         if quota.counts_callers() != (phase == QuotaPhase::AfterAuthentication) {
             return Ok(());
         }
         let subject = Subject {
             address: request.remote_address.as_deref(),
-            entity_id: caller.map(|c| c.entry.entity_id.as_str()).filter(|e| !e.is_empty()),
-            accessor: caller.map(|c| c.entry.accessor.as_str()).filter(|a| !a.is_empty()),
+            entity_id: caller
+                .map(|c| c.entry.entity_id.as_str())
+                .filter(|e| !e.is_empty()),
+            accessor: caller
+                .map(|c| c.entry.accessor.as_str())
+                .filter(|a| !a.is_empty()),
         };
         let now = self.clock.now();
-        match state.quotas.check(&quota, subject, now.unix_timestamp_nanos()) {
+        match state
+            .quotas
+            .check(&quota, subject, now.unix_timestamp_nanos())
+        {
             Ok(()) => Ok(()),
             Err(refusal) => {
                 self.metrics.rate_limited(&refusal.quota, &refusal.identity);
-                self.alerts.rate_limited(&refusal.quota, &refusal.identity, now);
+                self.alerts
+                    .rate_limited(&refusal.quota, &refusal.identity, now);
                 trail.unaudited = !state.quotas.config().enable_rate_limit_audit_logging;
                 Err(refusal.into_error())
             }
@@ -53,7 +70,13 @@ impl Core {
     /// setup never locks operators out: an authorised (sudo) request to `sys/audit/<path>`
     /// may proceed to disable a broken device or enable a working one. That bypass is logged
     /// and raises an alert.
-    pub(crate) async fn audit_request(&self, state: &State, trail: &Trail, request: &Request, error: Option<&Error>) -> Result<(), Error> {
+    pub(crate) async fn audit_request(
+        &self,
+        state: &State,
+        trail: &Trail,
+        request: &Request,
+        error: Option<&Error>,
+    ) -> Result<(), Error> {
         if trail.unaudited || state.audit.is_empty() {
             return Ok(());
         }
@@ -73,7 +96,13 @@ impl Core {
 
     /// Records the response entry of every outcome. The operation has run; if no device
     /// recorded the entry, the client still gets the audit error (as in Vault).
-    pub(crate) async fn audit_response(&self, state: &State, trail: &Trail, request: &Request, result: Result<Response, Error>) -> Result<Response, Error> {
+    pub(crate) async fn audit_response(
+        &self,
+        state: &State,
+        trail: &Trail,
+        request: &Request,
+        result: Result<Response, Error>,
+    ) -> Result<Response, Error> {
         if trail.unaudited || state.audit.is_empty() {
             return result;
         }
@@ -94,17 +123,27 @@ impl Core {
         self.alerts.raise(
             crate::alerts::Severity::Critical,
             "audit-bypass",
-            format!("{} changed audit devices while no device could record it", actor.display_name),
+            format!(
+                "{} changed audit devices while no device could record it",
+                actor.display_name
+            ),
             serde_json::json!({ "path": request.path, "request_id": request.id }),
             self.clock.now(),
         );
     }
 
     /// Metrics of the finished request, and the failed-login rule.
-    pub(crate) fn observe(&self, trail: &Trail, request: &Request, result: &Result<Response, Error>, elapsed: Duration) {
+    pub(crate) fn observe(
+        &self,
+        trail: &Trail,
+        request: &Request,
+        result: &Result<Response, Error>,
+        elapsed: Duration,
+    ) {
         let mount = trail.mount.as_ref().map_or("unknown", |m| m.point.as_str());
         let operation = trail.operation.map_or("unknown", |o| o.as_str());
-        self.metrics.request(mount, operation, outcome(result), elapsed);
+        self.metrics
+            .request(mount, operation, outcome(result), elapsed);
         match result {
             Ok(response) => {
                 if response.auth.is_some() {
@@ -153,13 +192,21 @@ fn outcome(result: &Result<Response, Error>) -> &'static str {
 
 /// The role a login names (`role`), for labels; never a role or secret id.
 fn login_role(request: &Request) -> &str {
-    request.data.get("role").and_then(Value::as_str).unwrap_or("")
+    request
+        .data
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 impl Target {
     /// The mount facts an audit entry and the metrics name.
     pub(crate) fn audit_mount(&self) -> MountFacts {
-        let builtin = |point: &str, kind: &str| MountFacts { point: point.into(), kind: kind.into(), ..MountFacts::default() };
+        let builtin = |point: &str, kind: &str| MountFacts {
+            point: point.into(),
+            kind: kind.into(),
+            ..MountFacts::default()
+        };
         match self {
             Target::System(_) => builtin("sys/", "system"),
             Target::Token(_) => builtin("auth/token/", "token"),
@@ -179,7 +226,8 @@ impl Target {
 
     /// Whether an unauthenticated request here is a login (an auth method's own path).
     pub(crate) fn is_login(&self, caller: Option<&Caller>) -> bool {
-        caller.is_none() && matches!(self, Target::Engine(route) if route.mounted.entry.table == Table::Auth)
+        caller.is_none()
+            && matches!(self, Target::Engine(route) if route.mounted.entry.table == Table::Auth)
     }
 }
 

@@ -22,6 +22,7 @@ mod hash;
 mod hooks;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,7 +33,10 @@ use serde_json::{json, Map, Value};
 use crate::error::Error;
 use crate::view::StorageView;
 
-pub use chain::{genesis_hash, line_hash, verify, BreakReason, ChainBreak, Verifier, VerifyReport, GENESIS_MARKER};
+pub use chain::{
+    genesis_hash, line_hash, verify, BreakReason, ChainBreak, Verifier, VerifyReport,
+    GENESIS_MARKER,
+};
 pub use device::{AuditSink, AuditSinkFactory, FileSink, FileSinkFactory};
 pub use hash::HMAC_PREFIX;
 
@@ -80,7 +84,9 @@ impl Default for Factories {
     fn default() -> Self {
         let mut by_kind: HashMap<String, Arc<dyn AuditSinkFactory>> = HashMap::new();
         by_kind.insert("file".into(), Arc::new(FileSinkFactory));
-        Factories { by_kind: RwLock::new(by_kind) }
+        Factories {
+            by_kind: RwLock::new(by_kind),
+        }
     }
 }
 
@@ -116,9 +122,19 @@ impl Broker {
     /// The devices of the stored table, each opened and started. A device whose sink cannot
     /// be opened stays enabled and fails every entry (and says so), so a broken device is
     /// visible rather than silently dropped.
-    pub(crate) async fn restore(view: StorageView, factories: Arc<Factories>, on_failure: FailureHook) -> Result<Broker, Error> {
+    pub(crate) async fn restore(
+        view: StorageView,
+        factories: Arc<Factories>,
+        on_failure: FailureHook,
+    ) -> Result<Broker, Error> {
         let records: Vec<DeviceRecord> = view.get_json(TABLE_PATH).await?.unwrap_or_default();
-        let broker = Broker { devices: RwLock::new(Arc::new(Vec::new())), changes: tokio::sync::Mutex::new(()), view, factories, on_failure };
+        let broker = Broker {
+            devices: RwLock::new(Arc::new(Vec::new())),
+            changes: tokio::sync::Mutex::new(()),
+            view,
+            factories,
+            on_failure,
+        };
         let mut devices = Vec::new();
         for record in records {
             let sink: Box<dyn AuditSink> = match broker.open_sink(&record).await {
@@ -156,7 +172,9 @@ impl Broker {
         let mut waits = FuturesUnordered::new();
         let mut healthy_outstanding = 0usize;
         for device in devices.iter() {
-            let receiver = device.writer.enqueue(entry.render(&device.hasher, device.options));
+            let receiver = device
+                .writer
+                .enqueue(entry.render(&device.hasher, device.options));
             timeout = timeout.max(device.writer.write_timeout());
             let healthy = device.writer.is_healthy();
             healthy_outstanding += usize::from(healthy);
@@ -166,10 +184,6 @@ impl Broker {
                 (healthy, receiver.await == Ok(true))
             });
         }
-        // One yield before writing lets the other requests that are ready on this worker
-        // queue their lines first, so that under load one write carries many entries. When
-        // idle it costs a re-poll.
-        tokio::task::yield_now().await;
         // Wait for every healthy device (so its file is current when the client gets the
         // answer) and for at least one success; a failing device is not waited on once
         // another has the entry. A little over the longest write timeout, so that a
@@ -185,7 +199,19 @@ impl Broker {
             }
             recorded
         };
-        let recorded = tokio::time::timeout(timeout + Duration::from_millis(250), wait).await == Ok(true);
+        // Poll once before arming a timer: a file device usually answers at once.
+        let mut wait = std::pin::pin!(wait);
+        let first = std::future::poll_fn(|cx| match wait.as_mut().poll(cx) {
+            std::task::Poll::Ready(recorded) => std::task::Poll::Ready(Some(recorded)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        let recorded = match first {
+            Some(recorded) => recorded,
+            None => {
+                tokio::time::timeout(timeout + Duration::from_millis(250), wait).await == Ok(true)
+            }
+        };
         if devices.len() > 1 || !recorded {
             for device in devices.iter() {
                 device.writer.kick();
@@ -227,28 +253,63 @@ impl Broker {
     }
 
     async fn open_sink(&self, record: &DeviceRecord) -> Result<Box<dyn AuditSink>, String> {
-        let factory = self.factories.get(&record.kind).ok_or_else(|| format!("unknown audit device type {:?}", record.kind))?;
+        let factory = self
+            .factories
+            .get(&record.kind)
+            .ok_or_else(|| format!("unknown audit device type {:?}", record.kind))?;
         factory.open(&record.options).await
     }
 
-    async fn start(&self, record: DeviceRecord, mut sink: Box<dyn AuditSink>) -> Result<Device, Error> {
+    async fn start(
+        &self,
+        record: DeviceRecord,
+        mut sink: Box<dyn AuditSink>,
+    ) -> Result<Device, Error> {
         let options = hash_options(&record.options)?;
         let write_timeout = match record.options.get("write_timeout") {
-            Some(text) => parse_timeout(text).ok_or_else(|| Error::invalid("invalid write_timeout"))?,
+            Some(text) => {
+                parse_timeout(text).ok_or_else(|| Error::invalid("invalid write_timeout"))?
+            }
             None => DEFAULT_WRITE_TIMEOUT,
         };
-        let stored: Option<ChainState> = self.view.get_json(&format!("{CHAIN_PREFIX}{}", record.path)).await?;
+        let stored: Option<ChainState> = self
+            .view
+            .get_json(&format!("{CHAIN_PREFIX}{}", record.path))
+            .await?;
         let last_hash = sink
             .last_line_hash()
             .or_else(|| stored.and_then(|s| decode_hash(&s.last_hash)))
             .unwrap_or_else(genesis_hash);
-        let prefix = record.options.get("prefix").map(|p| p.as_bytes().to_vec()).unwrap_or_default();
-        let writer = DeviceWriter::start(record.path.clone(), sink, prefix, last_hash, write_timeout, self.on_failure.clone());
-        Ok(Device { hasher: Hasher::new(&record.salt), record, options, writer })
+        let prefix = record
+            .options
+            .get("prefix")
+            .map(|p| p.as_bytes().to_vec())
+            .unwrap_or_default();
+        let writer = DeviceWriter::start(
+            record.path.clone(),
+            sink,
+            prefix,
+            last_hash,
+            write_timeout,
+            self.on_failure.clone(),
+        );
+        Ok(Device {
+            hasher: Hasher::new(&record.salt),
+            record,
+            options,
+            writer,
+        })
     }
 
     async fn save_chain(&self, path: &str, last: &[u8; 32]) -> Result<(), Error> {
-        self.view.put_json(&format!("{CHAIN_PREFIX}{path}"), &ChainState { last_hash: hex::encode(last) }).await
+        self.view
+            .put_json(
+                &format!("{CHAIN_PREFIX}{path}"),
+                &ChainState {
+                    last_hash: hex::encode(last),
+                },
+            )
+            .await
     }
 
     async fn persist(&self, devices: &[Arc<Device>]) -> Result<(), Error> {
@@ -268,9 +329,9 @@ impl Broker {
         }
         let options = string_options(data)?;
         validate_options(&options)?;
-    if let Some(text) = options.get("write_timeout") {
-        parse_timeout(text).ok_or_else(|| Error::invalid("invalid write_timeout"))?;
-    }
+        if let Some(text) = options.get("write_timeout") {
+            parse_timeout(text).ok_or_else(|| Error::invalid("invalid write_timeout"))?;
+        }
         let record = DeviceRecord {
             path: path.to_string(),
             kind: kind.clone(),
@@ -282,7 +343,10 @@ impl Broker {
         if self.factories.get(&kind).is_none() {
             return Err(Error::invalid(format!("unknown backend type: {kind:?}")));
         }
-        let sink = self.open_sink(&record).await.map_err(|m| Error::invalid(format!("sys/audit: {m}")))?;
+        let sink = self
+            .open_sink(&record)
+            .await
+            .map_err(|m| Error::invalid(format!("sys/audit: {m}")))?;
         // A re-enabled path starts a new chain (and a new salt).
         self.view.delete(&format!("{CHAIN_PREFIX}{path}")).await?;
         let device = Arc::new(self.start(record, sink).await?);
@@ -297,7 +361,12 @@ impl Broker {
     /// `DELETE sys/audit/<path>`: the device's task ends once its queue is written.
     async fn disable(&self, path: &str) -> Result<(), Error> {
         let _guard = self.changes.lock().await;
-        let devices: Vec<Arc<Device>> = self.snapshot().iter().filter(|d| d.record.path != path).cloned().collect();
+        let devices: Vec<Arc<Device>> = self
+            .snapshot()
+            .iter()
+            .filter(|d| d.record.path != path)
+            .cloned()
+            .collect();
         if devices.len() == self.snapshot().len() {
             return Ok(());
         }
@@ -348,12 +417,19 @@ impl crate::core::Core {
             let device = device_path(rest)?;
             let input = crate::engine::fields::string(data, "input")?.unwrap_or_default();
             let hash = broker.hash(&device, &input)?;
-            return Ok(crate::request::Response::with_data(crate::core::Core::data_map(json!({ "hash": hash }))));
+            return Ok(crate::request::Response::with_data(
+                crate::core::Core::data_map(json!({ "hash": hash })),
+            ));
         }
-        let rest = path.strip_prefix("audit").unwrap_or_default().trim_start_matches('/');
+        let rest = path
+            .strip_prefix("audit")
+            .unwrap_or_default()
+            .trim_start_matches('/');
         if rest.is_empty() {
             return match operation {
-                Operation::Read | Operation::List => Ok(crate::request::Response::with_data(broker.listing())),
+                Operation::Read | Operation::List => {
+                    Ok(crate::request::Response::with_data(broker.listing()))
+                }
                 _ => Err(Error::UnsupportedOperation("sys/audit".into())),
             };
         }
@@ -370,7 +446,9 @@ impl crate::core::Core {
             Operation::Read => {
                 let listing = broker.listing();
                 let entry = listing.get(&device).cloned().ok_or_else(Error::not_found)?;
-                Ok(crate::request::Response::with_data(crate::core::Core::data_map(entry)))
+                Ok(crate::request::Response::with_data(
+                    crate::core::Core::data_map(entry),
+                ))
             }
             _ => Err(Error::UnsupportedOperation(format!("sys/{path}"))),
         }
@@ -397,8 +475,12 @@ impl crate::core::Core {
 fn device_path(raw: &str) -> Result<String, Error> {
     let trimmed = raw.trim_matches('/');
     if trimmed.is_empty()
-        || trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..")
-        || !trimmed.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        || trimmed
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        || !trimmed
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
     {
         return Err(Error::invalid(format!("invalid audit device path {raw:?}")));
     }
@@ -426,12 +508,16 @@ fn string_options(data: &Map<String, Value>) -> Result<BTreeMap<String, String>,
 fn validate_options(options: &BTreeMap<String, String>) -> Result<(), Error> {
     if let Some(format) = options.get("format") {
         if !format.is_empty() && format != "json" {
-            return Err(Error::invalid(format!("unsupported audit format {format:?}: only json")));
+            return Err(Error::invalid(format!(
+                "unsupported audit format {format:?}: only json"
+            )));
         }
     }
     if let Some(prefix) = options.get("prefix") {
         if prefix.chars().any(char::is_control) {
-            return Err(Error::invalid("prefix cannot contain line breaks or control characters"));
+            return Err(Error::invalid(
+                "prefix cannot contain line breaks or control characters",
+            ));
         }
         if prefix.starts_with("#!") || prefix.contains("prev_hash") || prefix.len() > 256 {
             return Err(Error::invalid("prefix is not allowed"));
