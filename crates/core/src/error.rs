@@ -30,6 +30,8 @@ pub enum Error {
     Unavailable(String),
     /// The request body is over the configured limit.
     TooLarge,
+    /// No enabled audit device could record the request, so it was refused (fail closed).
+    AuditFailed,
     /// Something broke inside Ward. The detail is for the log, not the client.
     Internal(String),
 }
@@ -62,6 +64,7 @@ impl Error {
             Error::RateLimited { message, .. } => vec![message.clone()],
             Error::Unavailable(_) => vec!["storage unavailable; the request was not applied".into()],
             Error::TooLarge => vec!["request body too large".into()],
+            Error::AuditFailed => vec![crate::audit::NO_AUDIT_MESSAGE.into()],
             Error::Internal(_) => vec!["internal error".into()],
         }
     }

@@ -555,12 +555,13 @@ async fn a_full_disk_fails_requests_closed_and_nothing_runs() {
     )
     .await;
     assert!(
-        matches!(&write, Err(Error::Internal(m)) if m.contains("no audit backend succeeded")),
+        matches!(&write, Err(Error::AuditFailed)),
         "{write:?}"
     );
+    // The client is told why: a refusal it can act on, not an opaque internal error.
     assert_eq!(
-        Error::internal("x").client_messages(),
-        vec!["internal error".to_string()]
+        Error::AuditFailed.client_messages(),
+        vec!["no audit backend succeeded in logging the request".to_string()]
     );
     assert!(
         core.metrics()

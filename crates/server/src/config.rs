@@ -62,6 +62,8 @@ pub struct Listener {
     pub tls: Option<Tls>,
     /// Bytes; `None` means no limit (Vault: a negative value).
     pub max_request_size: Option<u64>,
+    /// `telemetry { unauthenticated_metrics_access = true }`: `sys/metrics` needs no token.
+    pub unauthenticated_metrics_access: bool,
 }
 
 /// TLS files of a listener.
@@ -128,6 +130,7 @@ impl Config {
                 address: address.to_string(),
                 tls: None,
                 max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+                unauthenticated_metrics_access: false,
             }],
             api_addr: None,
             cluster_addr: None,
@@ -271,6 +274,7 @@ fn decode_listener(body: &Body, line: u32) -> Result<Listener, ConfigError> {
         address: DEFAULT_ADDRESS.to_string(),
         tls: None,
         max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+        unauthenticated_metrics_access: false,
     };
     let mut tls_disable = false;
     let mut cert_file = None;
@@ -309,7 +313,13 @@ fn decode_listener(body: &Body, line: u32) -> Result<Listener, ConfigError> {
                     n => Some(n.unsigned_abs()),
                 };
             }
-            "telemetry" => check_keys(object(item)?, TELEMETRY_KEYS)?,
+            "telemetry" => {
+                let telemetry = object(item)?;
+                check_keys(telemetry, TELEMETRY_KEYS)?;
+                if let Some(open) = telemetry.get("unauthenticated_metrics_access") {
+                    listener.unauthenticated_metrics_access = boolean(open)?;
+                }
+            }
             _ => {}
         }
     }

@@ -38,6 +38,8 @@ pub struct Handler {
     max_request_size: Option<u64>,
     /// The web UI at `/ui/`, when enabled (`ui = true`).
     ui: Option<Arc<crate::ui::Ui>>,
+    /// Serve `sys/metrics` to requests without a token (the listener's telemetry setting).
+    unauthenticated_metrics: bool,
 }
 
 impl Handler {
@@ -46,7 +48,15 @@ impl Handler {
             core,
             max_request_size,
             ui: None,
+            unauthenticated_metrics: false,
         }
+    }
+
+    /// Lets Prometheus scrape `sys/metrics` without a token on this listener. Such scrapes
+    /// bypass `handle_request`, so they are not audited, as in Vault.
+    pub fn with_unauthenticated_metrics(mut self, enabled: bool) -> Handler {
+        self.unauthenticated_metrics = enabled;
+        self
     }
 
     /// Serves the web UI at `/ui/` too; `secure_cookies` on TLS listeners.
@@ -115,6 +125,18 @@ impl Handler {
         if let Some(endpoint) = crate::raw::Endpoint::from_path(&path) {
             return crate::raw::handle(&self.core, endpoint, request, self.max_request_size).await;
         }
+        let prometheus = path == "sys/metrics"
+            && request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "format=prometheus"));
+        if path == "sys/metrics" && self.unauthenticated_metrics && token(request.headers()).ok().flatten().is_none() {
+            if self.core.is_sealed() {
+                return core_error(Error::Sealed, "");
+            }
+            return if prometheus {
+                prometheus_response(self.core.metrics_prometheus())
+            } else {
+                json_response(StatusCode::OK, self.core.metrics_json().to_string().into_bytes())
+            };
+        }
         match self.logical(request, path, remote_address).await {
             Ok(response) => response,
             Err(failure) => failure.into_response(),
@@ -167,7 +189,24 @@ impl Handler {
         };
         let request_id = core_request.id.clone();
         let inject = injects_data_at_top_level(&core_request.path);
+        let metrics = core_request.path == "sys/metrics";
         match self.core.handle_request(core_request).await {
+            // Prometheus scrapes get the text format itself, not an envelope around it.
+            Ok(response) if metrics && response.data.as_ref().is_some_and(|d| d.contains_key("prometheus")) => {
+                let text = response
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("prometheus"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(prometheus_response(text))
+            }
+            // The JSON form is the metrics object itself, as Vault serves it.
+            Ok(response) if metrics => Ok(json_response(
+                StatusCode::OK,
+                Value::Object(response.data.unwrap_or_default()).to_string().into_bytes(),
+            )),
             Ok(response) if response.is_empty() => Ok(no_content()),
             Ok(response) => Ok(envelope_response(StatusCode::OK, response, inject, None)),
             Err(error) => Err(Failure::Core { error, request_id }),
@@ -249,8 +288,18 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Internal(_) | Error::AuditFailed => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// Prometheus text exposition format.
+fn prometheus_response(text: String) -> HttpResponse {
+    let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 /// `{"errors": [...]}` with exactly `Content-Type: application/json` (hvac compares it).

@@ -103,5 +103,15 @@ pub fn build_core(config: &config::Config, physical: Arc<dyn Physical>) -> Arc<C
         Ok(client) => core.set_gatekeeper(Arc::new(client)),
         Err(e) => tracing::warn!(error = %e, "access-request gatekeeper webhooks are unavailable"),
     }
+    // Socket audit devices need sockets, which the core never opens; registered before any
+    // unseal so that devices restored from storage find their factory.
+    core.register_audit_factory("socket", Arc::new(audit_socket::SocketSinkFactory));
+    // Alert delivery starts a background task, so it needs the runtime the server runs on.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        match alert_webhook::WebhookTransport::new() {
+            Ok(transport) => core.set_alert_transport(Arc::new(transport)),
+            Err(e) => tracing::warn!(error = %e, "alert webhooks are unavailable; alerts stay pending"),
+        }
+    }
     core
 }

@@ -36,6 +36,7 @@ pub struct BoundListener {
     local_addr: SocketAddr,
     /// Serve the web UI at `/ui/` on this listener.
     ui: bool,
+    unauthenticated_metrics_access: bool,
 }
 
 impl BoundListener {
@@ -60,6 +61,7 @@ impl BoundListener {
             max_request_size: listener.max_request_size,
             local_addr,
             ui: false,
+            unauthenticated_metrics_access: listener.unauthenticated_metrics_access,
         })
     }
 
@@ -108,7 +110,8 @@ pub fn start(core: Arc<Core>, listeners: Vec<BoundListener>) -> Running {
     let accept_loops = listeners
         .into_iter()
         .map(|listener| {
-            let mut handler = Handler::new(core.clone(), listener.max_request_size);
+            let mut handler = Handler::new(core.clone(), listener.max_request_size)
+                .with_unauthenticated_metrics(listener.unauthenticated_metrics_access);
             if listener.ui {
                 // `Secure` cookies only where the browser will send them back: over TLS.
                 handler = handler.with_ui(listener.is_tls());
@@ -150,6 +153,29 @@ impl Running {
         }
         let _ = self.sweeper.await;
     }
+}
+
+/// Reopens file audit devices on every SIGHUP, for log rotation: the rotating tool renames
+/// the file, sends SIGHUP, and the next entry starts the new file (the hash chain continues).
+pub fn reopen_audit_on_sighup(core: Arc<Core>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; audit files will not be reopened on rotation");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match core.reopen_audit_devices().await {
+                Ok(failed) if failed.is_empty() => tracing::info!("audit devices reopened"),
+                Ok(failed) => {
+                    for (device, message) in failed {
+                        tracing::error!(device = %device, error = %message, "audit device could not be reopened");
+                    }
+                }
+                Err(ward_core::Error::Sealed) => {}
+                Err(e) => tracing::warn!(error = %e, "reopening audit devices failed"),
+            }
+        }
+    });
 }
 
 /// Waits for SIGINT or SIGTERM.

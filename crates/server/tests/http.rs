@@ -768,6 +768,7 @@ async fn serve_on_port_0(tls: Option<config::Tls>) -> (serve::Running, String) {
         address: "127.0.0.1:0".into(),
         tls,
         max_request_size: Some(LIMIT),
+        unauthenticated_metrics_access: false,
     };
     let bound = BoundListener::bind(&listener).await.expect("bind");
     let url = bound.url().replace("127.0.0.1", "localhost");
@@ -896,6 +897,7 @@ async fn bad_tls_files_fail_at_bind_with_the_file_named() {
         address: "127.0.0.1:0".into(),
         tls: Some(tls),
         max_request_size: None,
+        unauthenticated_metrics_access: false,
     };
     let error = BoundListener::bind(&listener)
         .await
@@ -906,4 +908,42 @@ async fn bad_tls_files_fail_at_bind_with_the_file_named() {
         "{}",
         error.message
     );
+}
+
+/// Every Prometheus text line is a comment or `name{labels} value`.
+fn assert_prometheus(text: &str) {
+    assert!(!text.trim().is_empty());
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "not a number in {line:?}");
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_in_prometheus_and_json_with_a_token_and_optionally_without() {
+    let handler = dev_handler().await;
+    call(&handler, "GET", "/v1/sys/mounts", "").await;
+    let scrape = call(&handler, "GET", "/v1/sys/metrics?format=prometheus", "").await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    assert_eq!(scrape.content_type.as_deref(), Some("text/plain; version=0.0.4"));
+    assert_prometheus(&String::from_utf8_lossy(&scrape.body));
+    let json = call(&handler, "GET", "/v1/sys/metrics", "").await;
+    assert_eq!(json.status, StatusCode::OK);
+    assert!(json.json().is_object());
+
+    // Without a token: denied by default, served when the listener allows it.
+    let anonymous = send(&handler, request("GET", "/v1/sys/metrics?format=prometheus", None, "")).await;
+    assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+    let open = dev_handler().await.with_unauthenticated_metrics(true);
+    let anonymous = send(&open, request("GET", "/v1/sys/metrics?format=prometheus", None, "")).await;
+    assert_eq!(anonymous.status, StatusCode::OK);
+    assert_prometheus(&String::from_utf8_lossy(&anonymous.body));
 }

@@ -195,6 +195,7 @@ async fn serve(options: Options, started: Instant) -> anyhow::Result<()> {
         "ready to serve"
     );
 
+    serve::reopen_audit_on_sighup(Arc::clone(&core));
     let running = serve::start(Arc::clone(&core), listeners);
     serve::shutdown_signal().await;
     tracing::info!("shutdown signal received; draining connections");

@@ -187,6 +187,7 @@ fn outcome(result: &Result<Response, Error>) -> &'static str {
         Err(Error::Unavailable(_)) => "unavailable",
         Err(Error::TooLarge) => "too_large",
         Err(Error::Internal(_)) => "internal",
+        Err(Error::AuditFailed) => "audit_failed",
     }
 }
 

@@ -220,7 +220,7 @@ impl Broker {
         if recorded {
             Ok(())
         } else {
-            Err(Error::internal(NO_AUDIT_MESSAGE))
+            Err(Error::AuditFailed)
         }
     }
 
