@@ -15,7 +15,9 @@ async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let address = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
     let body_file = args.next().unwrap_or_default();
-    let body: Arc<[u8]> = std::fs::read(&body_file).unwrap_or_else(|_| b"{}".to_vec()).into();
+    let body: Arc<[u8]> = std::fs::read(&body_file)
+        .unwrap_or_else(|_| b"{}".to_vec())
+        .into();
     let app = Router::new().fallback(get(move || {
         let body = body.clone();
         async move { ([(header::CONTENT_TYPE, "application/json")], body.to_vec()) }

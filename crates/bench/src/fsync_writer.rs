@@ -15,13 +15,19 @@ fn main() -> Result<(), rusqlite::Error> {
     let conn = rusqlite::Connection::open(&path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID", [])?;
+    conn.execute(
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+        [],
+    )?;
     let value = vec![7u8; 128];
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut n = 0u64;
     while Instant::now() < deadline {
-        conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)", rusqlite::params![format!("k{n}"), value])?;
+        conn.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+            rusqlite::params![format!("k{n}"), value],
+        )?;
         n += 1;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();

@@ -14,12 +14,16 @@ use tokio::sync::Mutex;
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "host=127.0.0.1 user=postgres dbname=postgres".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "host=127.0.0.1 user=postgres dbname=postgres".into());
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     let pool_size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(4);
     let mut pool = Vec::new();
     for _ in 0..pool_size {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
         pool.push(Arc::new(Mutex::new(client)));
     }
@@ -58,7 +62,10 @@ async fn main() -> Result<(), String> {
     // Clean up every role this run created.
     let client = pool[0].lock().await;
     let rows = client
-        .query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", &[&format!("v-bench-{run}-%")])
+        .query(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1",
+            &[&format!("v-bench-{run}-%")],
+        )
         .await
         .map_err(|e| e.to_string())?;
     for row in rows {

@@ -55,24 +55,44 @@ impl fmt::Debug for Key {
 }
 
 /// Encrypts `plaintext` under `key` with `aad`; used for the keyring and the root key too.
-pub(crate) fn seal_bytes(key: &Key, term: u32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn seal_bytes(
+    key: &Key,
+    term: u32,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, Error> {
     let cipher = Aes256Gcm::new_from_slice(key.as_bytes())
         .map_err(|_| Error::internal("invalid key length"))?;
     encrypt_with(&cipher, term, aad, plaintext)
 }
 
-pub(crate) fn open_bytes(key: &Key, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+pub(crate) fn open_bytes(
+    key: &Key,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let cipher = Aes256Gcm::new_from_slice(key.as_bytes())
         .map_err(|_| Error::internal("invalid key length"))?;
     let (_, body) = split_header(sealed).ok_or_else(|| Error::internal("ciphertext too short"))?;
     decrypt_with(&cipher, aad, sealed, body)
 }
 
-fn encrypt_with(cipher: &Aes256Gcm, term: u32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+fn encrypt_with(
+    cipher: &Aes256Gcm,
+    term: u32,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, Error> {
     let mut nonce = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut nonce);
     let ciphertext = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| Error::internal("encryption failed"))?;
     let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
     out.push(VERSION);
@@ -91,10 +111,21 @@ fn split_header(sealed: &[u8]) -> Option<(u32, &[u8])> {
     Some((term, &sealed[5..]))
 }
 
-fn decrypt_with(cipher: &Aes256Gcm, aad: &[u8], _sealed: &[u8], body: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+fn decrypt_with(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    _sealed: &[u8],
+    body: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let (nonce, ciphertext) = body.split_at(12);
     cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| Error::internal("integrity check failed"))
 }
@@ -129,7 +160,11 @@ struct StoredKey {
 
 impl Keyring {
     fn new(root_key: Key, now: i64) -> Result<Self, Error> {
-        let mut keyring = Keyring { terms: BTreeMap::new(), active_term: 0, root_key };
+        let mut keyring = Keyring {
+            terms: BTreeMap::new(),
+            active_term: 0,
+            root_key,
+        };
         keyring.add_term(Key::generate(), now)?;
         Ok(keyring)
     }
@@ -138,7 +173,15 @@ impl Keyring {
         let term = self.active_term + 1;
         let cipher = Aes256Gcm::new_from_slice(key.as_bytes())
             .map_err(|_| Error::internal("invalid key length"))?;
-        self.terms.insert(term, TermKey { cipher, key, install_time, encryptions: AtomicU64::new(0) });
+        self.terms.insert(
+            term,
+            TermKey {
+                cipher,
+                key,
+                install_time,
+                encryptions: AtomicU64::new(0),
+            },
+        );
         self.active_term = term;
         Ok(term)
     }
@@ -162,19 +205,32 @@ impl Keyring {
     }
 
     fn deserialize(root_key: Key, bytes: &[u8]) -> Result<Self, Error> {
-        let stored: StoredKeyring = serde_json::from_slice(bytes)
-            .map_err(|_| Error::internal("keyring is corrupt"))?;
+        let stored: StoredKeyring =
+            serde_json::from_slice(bytes).map_err(|_| Error::internal("keyring is corrupt"))?;
         let mut terms = BTreeMap::new();
         for k in &stored.keys {
-            let key = Key::from_slice(&k.key).ok_or_else(|| Error::internal("keyring key length"))?;
+            let key =
+                Key::from_slice(&k.key).ok_or_else(|| Error::internal("keyring key length"))?;
             let cipher = Aes256Gcm::new_from_slice(key.as_bytes())
                 .map_err(|_| Error::internal("invalid key length"))?;
-            terms.insert(k.term, TermKey { cipher, key, install_time: k.install_time, encryptions: AtomicU64::new(0) });
+            terms.insert(
+                k.term,
+                TermKey {
+                    cipher,
+                    key,
+                    install_time: k.install_time,
+                    encryptions: AtomicU64::new(0),
+                },
+            );
         }
         if !terms.contains_key(&stored.active_term) {
             return Err(Error::internal("keyring has no active key"));
         }
-        Ok(Keyring { terms, active_term: stored.active_term, root_key })
+        Ok(Keyring {
+            terms,
+            active_term: stored.active_term,
+            root_key,
+        })
     }
 
     fn encrypt(&self, path: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
@@ -194,7 +250,10 @@ impl Keyring {
 }
 
 fn integrity_error(path: &str) -> Error {
-    tracing::error!(path, "stored value failed its integrity check (tampered, truncated or moved); not served");
+    tracing::error!(
+        path,
+        "stored value failed its integrity check (tampered, truncated or moved); not served"
+    );
     Error::internal(format!("stored value at {path} failed its integrity check"))
 }
 
@@ -228,13 +287,18 @@ pub struct Barrier {
 
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Barrier").field("sealed", &self.is_sealed()).finish()
+        f.debug_struct("Barrier")
+            .field("sealed", &self.is_sealed())
+            .finish()
     }
 }
 
 impl Barrier {
     pub fn new(physical: Arc<dyn Physical>) -> Self {
-        Barrier { physical, keyring: RwLock::new(None) }
+        Barrier {
+            physical,
+            keyring: RwLock::new(None),
+        }
     }
 
     /// A barrier over fresh in-memory storage, already unsealed: for tests of the layers above.
@@ -262,11 +326,10 @@ impl Barrier {
 
     /// Loads the keyring with the root key. A wrong root key fails here.
     pub async fn unseal(&self, root_key: Key) -> Result<(), Error> {
-        let sealed = self
-            .physical
-            .get(KEYRING_PATH)
-            .await?
-            .ok_or_else(|| Error::internal("barrier has no keyring; is the server initialized?"))?;
+        let sealed =
+            self.physical.get(KEYRING_PATH).await?.ok_or_else(|| {
+                Error::internal("barrier has no keyring; is the server initialized?")
+            })?;
         let plain = open_bytes(&root_key, KEYRING_PATH.as_bytes(), &sealed)?;
         let keyring = Keyring::deserialize(root_key, &plain)?;
         self.install(Some(Arc::new(keyring)));
@@ -284,7 +347,8 @@ impl Barrier {
         let mut next = Keyring::deserialize(current.root_key.clone(), &current.serialize()?)?;
         for (term, key) in &current.terms {
             if let Some(n) = next.terms.get(term) {
-                n.encryptions.store(key.encryptions.load(Ordering::Relaxed), Ordering::Relaxed);
+                n.encryptions
+                    .store(key.encryptions.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
         let term = next.add_term(Key::generate(), now)?;
@@ -334,7 +398,12 @@ impl Barrier {
         Ok(self.physical.list(prefix).await?)
     }
 
-    pub async fn scan(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<String>, Error> {
+    pub async fn scan(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
         self.keyring()?;
         Ok(self.physical.scan(prefix, after, limit).await?)
     }
@@ -384,18 +453,48 @@ mod tests {
     async fn round_trip_and_path_binding() {
         let barrier = Barrier::new_unsealed_in_memory().await.expect("barrier");
         barrier.put("logical/a", b"hello").await.expect("put");
-        assert_eq!(barrier.get("logical/a").await.expect("get").as_deref().map(|v| v.as_slice()), Some(&b"hello"[..]));
-        let raw = barrier.physical().get("logical/a").await.expect("raw").expect("present");
-        assert!(!raw.windows(5).any(|w| w == b"hello"), "plaintext must not reach storage");
+        assert_eq!(
+            barrier
+                .get("logical/a")
+                .await
+                .expect("get")
+                .as_deref()
+                .map(|v| v.as_slice()),
+            Some(&b"hello"[..])
+        );
+        let raw = barrier
+            .physical()
+            .get("logical/a")
+            .await
+            .expect("raw")
+            .expect("present");
+        assert!(
+            !raw.windows(5).any(|w| w == b"hello"),
+            "plaintext must not reach storage"
+        );
         // A value copied to another path fails to decrypt.
-        barrier.physical().put("logical/b", raw.clone()).await.expect("copy");
-        assert!(matches!(barrier.get("logical/b").await, Err(Error::Internal(_))));
+        barrier
+            .physical()
+            .put("logical/b", raw.clone())
+            .await
+            .expect("copy");
+        assert!(matches!(
+            barrier.get("logical/b").await,
+            Err(Error::Internal(_))
+        ));
         // A flipped byte fails too.
         let mut flipped = raw.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        barrier.physical().put("logical/a", flipped).await.expect("flip");
-        assert!(matches!(barrier.get("logical/a").await, Err(Error::Internal(_))));
+        barrier
+            .physical()
+            .put("logical/a", flipped)
+            .await
+            .expect("flip");
+        assert!(matches!(
+            barrier.get("logical/a").await,
+            Err(Error::Internal(_))
+        ));
     }
 
     #[tokio::test]
@@ -410,10 +509,19 @@ mod tests {
         assert_eq!(barrier.key_status().expect("status").term, 2);
         barrier.seal();
         assert!(matches!(barrier.get("x").await, Err(Error::Sealed)));
-        assert!(barrier.unseal(Key::generate()).await.is_err(), "wrong root key must not unseal");
+        assert!(
+            barrier.unseal(Key::generate()).await.is_err(),
+            "wrong root key must not unseal"
+        );
         barrier.unseal(root).await.expect("unseal");
-        assert_eq!(barrier.get("x").await.expect("x").expect("x").as_slice(), b"one");
-        assert_eq!(barrier.get("y").await.expect("y").expect("y").as_slice(), b"two");
+        assert_eq!(
+            barrier.get("x").await.expect("x").expect("x").as_slice(),
+            b"one"
+        );
+        assert_eq!(
+            barrier.get("y").await.expect("y").expect("y").as_slice(),
+            b"two"
+        );
         assert_eq!(barrier.key_status().expect("status").term, 2);
     }
 }

@@ -15,18 +15,30 @@ pub fn parse(cidr: &str) -> Option<(IpAddr, u8)> {
 }
 
 pub fn contains(cidr: &str, address: &IpAddr) -> bool {
-    let Some((net, bits)) = parse(cidr) else { return false };
+    let Some((net, bits)) = parse(cidr) else {
+        return false;
+    };
     match (net, address) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(n) & mask == u32::from(*a) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(n) & mask == u128::from(*a) & mask
         }
         (IpAddr::V6(_), IpAddr::V4(a)) => contains(cidr, &IpAddr::V6(a.to_ipv6_mapped())),
-        (IpAddr::V4(_), IpAddr::V6(a)) => a.to_ipv4_mapped().is_some_and(|v4| contains(cidr, &IpAddr::V4(v4))),
+        (IpAddr::V4(_), IpAddr::V6(a)) => a
+            .to_ipv4_mapped()
+            .is_some_and(|v4| contains(cidr, &IpAddr::V4(v4))),
     }
 }
 

@@ -28,9 +28,12 @@ impl Clock {
 
 /// RFC 3339 with nanoseconds, as Vault prints times.
 pub fn rfc3339(time: OffsetDateTime) -> String {
-    time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 pub fn rfc3339_unix(seconds: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(seconds).map(rfc3339).unwrap_or_default()
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .map(rfc3339)
+        .unwrap_or_default()
 }

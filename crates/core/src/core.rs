@@ -18,10 +18,10 @@ use zeroize::Zeroizing;
 
 use crate::barrier::Barrier;
 use crate::clock::Clock;
-use crate::identity::IdentityStore;
 use crate::engine::{EngineContext, EngineRegistry, EngineRequest, Operation};
 use crate::error::Error;
 use crate::expiration::ExpirationManager;
+use crate::identity::IdentityStore;
 use crate::mounts::{MountEntry, Mounted, Route, Router, Table};
 use crate::policy_store::PolicyStore;
 use crate::request::{ClientToken, Health, InitResult, Request, Response, SealStatus, Verb};
@@ -111,7 +111,11 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(config: CoreConfig, physical: Arc<dyn Physical>, registry: EngineRegistry) -> Arc<Core> {
+    pub fn new(
+        config: CoreConfig,
+        physical: Arc<dyn Physical>,
+        registry: EngineRegistry,
+    ) -> Arc<Core> {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         Arc::new(Core {
             alerts: Arc::new(crate::alerts::Alerts::new(metrics.clone())),
@@ -143,7 +147,9 @@ impl Core {
     }
 
     pub async fn is_initialized(&self) -> Result<bool, Error> {
-        Ok(Seal::config(self.barrier.physical().as_ref()).await?.is_some())
+        Ok(Seal::config(self.barrier.physical().as_ref())
+            .await?
+            .is_some())
     }
 
     /// `sys/init`: creates the keys and the root token. The server stays sealed afterwards,
@@ -154,7 +160,10 @@ impl Core {
         let state = self.post_unseal(true).await?;
         let root = self.create_root_token(&state, None).await?;
         self.barrier.seal();
-        Ok(InitResult { keys, root_token: root })
+        Ok(InitResult {
+            keys,
+            root_token: root,
+        })
     }
 
     /// Dev mode: one key share, unsealed, KV v2 at `secret/`, optionally a chosen root token.
@@ -168,7 +177,10 @@ impl Core {
         entry.options.insert("version".into(), "2".into());
         self.add_mount(&state, entry).await?;
         self.install(Some(state));
-        Ok(InitResult { keys, root_token: root })
+        Ok(InitResult {
+            keys,
+            root_token: root,
+        })
     }
 
     pub async fn seal_status(&self) -> Result<SealStatus, Error> {
@@ -182,7 +194,11 @@ impl Core {
             shares: config.as_ref().map(|c| c.secret_shares).unwrap_or(0),
             progress,
             nonce,
-            cluster_name: if sealed { String::new() } else { self.config.cluster_name.clone() },
+            cluster_name: if sealed {
+                String::new()
+            } else {
+                self.config.cluster_name.clone()
+            },
             cluster_id: match (&config, sealed) {
                 (Some(c), false) => c.cluster_id.clone(),
                 _ => String::new(),
@@ -245,11 +261,18 @@ impl Core {
         let state = self.state()?;
         let mut trail = crate::audit::Trail::default();
         let checked = self.check(&state, &request, &mut trail).await;
-        self.audit_request(&state, &trail, &request, checked.as_ref().err()).await?;
+        self.audit_request(&state, &trail, &request, checked.as_ref().err())
+            .await?;
         let result = match checked {
-            Ok((target, operation, caller, None)) => self.execute(&state, &request, target, operation, caller).await,
+            Ok((target, operation, caller, None)) => {
+                self.execute(&state, &request, target, operation, caller)
+                    .await
+            }
             // A control group holds the request back: stored, answered with a wrapping token.
-            Ok((_, _, caller, Some(group))) => self.defer_to_control_group(&state, &request, caller, group).await,
+            Ok((_, _, caller, Some(group))) => {
+                self.defer_to_control_group(&state, &request, caller, group)
+                    .await
+            }
             Err(error) => Err(error),
         };
         let result = self.audit_response(&state, &trail, &request, result).await;
@@ -260,8 +283,19 @@ impl Core {
     /// Quotas, route, authentication and authorisation: everything decided before the
     /// request entry is audited and the request runs.
     #[allow(clippy::type_complexity)]
-    async fn check(&self, state: &State, request: &Request, trail: &mut crate::audit::Trail) -> Result<(Target, Operation, Option<Caller>, Option<ControlGroup>), Error> {
-        self.limit(state, request, None, crate::audit::QuotaPhase::BeforeAuthentication, trail)?;
+    async fn check(
+        &self,
+        state: &State,
+        request: &Request,
+        trail: &mut crate::audit::Trail,
+    ) -> Result<(Target, Operation, Option<Caller>, Option<ControlGroup>), Error> {
+        self.limit(
+            state,
+            request,
+            None,
+            crate::audit::QuotaPhase::BeforeAuthentication,
+            trail,
+        )?;
         let target = self.resolve(state, &request.path)?;
         trail.mount = Some(target.audit_mount());
         let caller = self.authenticate(state, &target, request).await?;
@@ -269,13 +303,26 @@ impl Core {
         trail.login = target.is_login(caller.as_ref());
         let operation = self.operation(&target, request, caller.as_ref()).await?;
         trail.operation = Some(operation);
-        self.limit(state, request, caller.as_ref(), crate::audit::QuotaPhase::AfterAuthentication, trail)?;
+        self.limit(
+            state,
+            request,
+            caller.as_ref(),
+            crate::audit::QuotaPhase::AfterAuthentication,
+            trail,
+        )?;
         let control_group = self.authorize(caller.as_ref(), &target, operation, request)?;
         Ok((target, operation, caller, control_group))
     }
 
     /// Dispatch, the token's use count, and wrapping.
-    async fn execute(&self, state: &Arc<State>, request: &Request, target: Target, operation: Operation, caller: Option<Caller>) -> Result<Response, Error> {
+    async fn execute(
+        &self,
+        state: &Arc<State>,
+        request: &Request,
+        target: Target,
+        operation: Operation,
+        caller: Option<Caller>,
+    ) -> Result<Response, Error> {
         let (caller, last_use) = match caller {
             Some(mut caller) => {
                 let (entry, last) = state.tokens.use_once(&caller.entry).await?;
@@ -284,7 +331,9 @@ impl Core {
             }
             None => (None, false),
         };
-        let response = self.dispatch(state, &target, operation, request, caller.as_ref()).await;
+        let response = self
+            .dispatch(state, &target, operation, request, caller.as_ref())
+            .await;
         if let (Some(caller), true) = (&caller, last_use) {
             self.revoke_token_tree(state, &caller.entry).await?;
         }
@@ -292,7 +341,8 @@ impl Core {
         response.request_id = request.id.clone();
         match request.wrap_ttl {
             Some(ttl) if !response.is_empty() && !is_wrapping_exempt(&request.path) => {
-                self.wrap_response(state, response, ttl, &request.path, caller.as_ref()).await
+                self.wrap_response(state, response, ttl, &request.path, caller.as_ref())
+                    .await
             }
             _ => Ok(response),
         }
@@ -316,12 +366,20 @@ impl Core {
     /// Loads (or on first unseal creates) the mount tables, token store and policies.
     async fn post_unseal(&self, first_time: bool) -> Result<Arc<State>, Error> {
         let system = StorageView::new(self.barrier.clone(), "");
-        let mut secrets: Vec<MountEntry> = system.get_json(crate::mounts::MOUNTS_PATH).await?.unwrap_or_default();
-        let mut auths: Vec<MountEntry> = system.get_json(crate::mounts::AUTH_PATH).await?.unwrap_or_default();
+        let mut secrets: Vec<MountEntry> = system
+            .get_json(crate::mounts::MOUNTS_PATH)
+            .await?
+            .unwrap_or_default();
+        let mut auths: Vec<MountEntry> = system
+            .get_json(crate::mounts::AUTH_PATH)
+            .await?
+            .unwrap_or_default();
         if first_time || secrets.is_empty() {
             secrets = default_secret_mounts();
             auths = default_auth_mounts();
-            system.put_json(crate::mounts::MOUNTS_PATH, &secrets).await?;
+            system
+                .put_json(crate::mounts::MOUNTS_PATH, &secrets)
+                .await?;
             system.put_json(crate::mounts::AUTH_PATH, &auths).await?;
         }
         let mut mounted = Vec::new();
@@ -331,15 +389,27 @@ impl Core {
         let state = State {
             router: RwLock::new(Arc::new(Router::new(mounted))),
             tokens: TokenStore::open(self.barrier.clone()).await?,
-            policies: PolicyStore::open(StorageView::new(self.barrier.clone(), "sys/policy/")).await?,
+            policies: PolicyStore::open(StorageView::new(self.barrier.clone(), "sys/policy/"))
+                .await?,
             expiration: ExpirationManager::new(self.barrier.clone()),
             identity: IdentityStore::new(StorageView::new(self.barrier.clone(), "sys/identity/")),
             mount_lock: tokio::sync::Mutex::new(()),
             unwrap_lock: tokio::sync::Mutex::new(()),
-            audit: crate::audit::Broker::restore(StorageView::new(self.barrier.clone(), ""), self.audit_factories.clone(), self.audit_failure_hook()).await?,
-            quotas: crate::quotas::RateLimits::load(StorageView::new(self.barrier.clone(), "sys/quotas-rate-limit/")).await?,
+            audit: crate::audit::Broker::restore(
+                StorageView::new(self.barrier.clone(), ""),
+                self.audit_factories.clone(),
+                self.audit_failure_hook(),
+            )
+            .await?,
+            quotas: crate::quotas::RateLimits::load(StorageView::new(
+                self.barrier.clone(),
+                "sys/quotas-rate-limit/",
+            ))
+            .await?,
         };
-        self.alerts.load(StorageView::new(self.barrier.clone(), "sys/alerts/")).await?;
+        self.alerts
+            .load(StorageView::new(self.barrier.clone(), "sys/alerts/"))
+            .await?;
         Ok(Arc::new(state))
     }
 
@@ -348,17 +418,28 @@ impl Core {
         let engine = if entry.is_builtin() {
             None
         } else {
-            Some(self.registry.build(&entry.info(self.config.default_lease_ttl, self.config.max_lease_ttl))?)
+            Some(
+                self.registry
+                    .build(&entry.info(self.config.default_lease_ttl, self.config.max_lease_ttl))?,
+            )
         };
         let view = StorageView::new(self.barrier.clone(), entry.storage_prefix());
-        Ok(Mounted { entry, engine, view })
+        Ok(Mounted {
+            entry,
+            engine,
+            view,
+        })
     }
 
     pub(crate) fn registry(&self) -> &EngineRegistry {
         &self.registry
     }
 
-    async fn create_root_token(&self, state: &State, id: Option<&str>) -> Result<Zeroizing<String>, Error> {
+    async fn create_root_token(
+        &self,
+        state: &State,
+        id: Option<&str>,
+    ) -> Result<Zeroizing<String>, Error> {
         let entry = TokenEntry {
             policies: vec!["root".into()],
             display_name: "root".into(),
@@ -371,10 +452,16 @@ impl Core {
     }
 
     fn resolve(&self, state: &State, path: &str) -> Result<Target, Error> {
-        if let Some(rest) = path.strip_prefix("sys/").or(if path == "sys" { Some("") } else { None }) {
+        if let Some(rest) =
+            path.strip_prefix("sys/")
+                .or(if path == "sys" { Some("") } else { None })
+        {
             return Ok(Target::System(rest.to_string()));
         }
-        if let Some(rest) = path.strip_prefix("auth/token/").or(if path == "auth/token" { Some("") } else { None }) {
+        if let Some(rest) = path
+            .strip_prefix("auth/token/")
+            .or(if path == "auth/token" { Some("") } else { None })
+        {
             return Ok(Target::Token(rest.to_string()));
         }
         if let Some(rest) = path.strip_prefix("identity/") {
@@ -387,7 +474,12 @@ impl Core {
     }
 
     /// Splits a write into create or update with the engine's existence check.
-    async fn operation(&self, target: &Target, request: &Request, caller: Option<&Caller>) -> Result<Operation, Error> {
+    async fn operation(
+        &self,
+        target: &Target,
+        request: &Request,
+        caller: Option<&Caller>,
+    ) -> Result<Operation, Error> {
         Ok(match request.verb {
             Verb::Read => Operation::Read,
             Verb::List => Operation::List,
@@ -395,9 +487,15 @@ impl Core {
             Verb::Delete => Operation::Delete,
             Verb::Write => match target {
                 Target::Engine(route) => {
-                    let Some(engine) = &route.mounted.engine else { return Ok(Operation::Update) };
+                    let Some(engine) = &route.mounted.engine else {
+                        return Ok(Operation::Update);
+                    };
                     let ctx = self.engine_context(route, caller, request);
-                    let probe = EngineRequest::new(Operation::Create, route.relative.clone(), request.data.clone());
+                    let probe = EngineRequest::new(
+                        Operation::Create,
+                        route.relative.clone(),
+                        request.data.clone(),
+                    );
                     match engine.exists(&ctx, &probe).await? {
                         Some(false) => Operation::Create,
                         _ => Operation::Update,
@@ -436,18 +534,31 @@ impl Core {
             Some(entry) => entry,
             None => return Err(Error::PermissionDenied("permission denied".into())),
         };
-        if !entry.bound_cidrs.is_empty() && !crate::cidr::allowed(&entry.bound_cidrs, request.remote_address.as_deref()) {
+        if !entry.bound_cidrs.is_empty()
+            && !crate::cidr::allowed(&entry.bound_cidrs, request.remote_address.as_deref())
+        {
             return Err(Error::PermissionDenied("permission denied".into()));
         }
         let acl = self.acl_for(state, &entry).await?;
-        Ok(Some(Caller { token: token.clone(), entry, acl }))
+        Ok(Some(Caller {
+            token: token.clone(),
+            entry,
+            acl,
+        }))
     }
 
     /// The ACL of a token: its own policies plus its entity's identity policies, with
     /// templated paths resolved against the entity.
-    pub(crate) async fn acl_for(&self, state: &State, entry: &TokenEntry) -> Result<Arc<Acl>, Error> {
+    pub(crate) async fn acl_for(
+        &self,
+        state: &State,
+        entry: &TokenEntry,
+    ) -> Result<Arc<Acl>, Error> {
         if entry.entity_id.is_empty() {
-            return state.policies.acl(&entry.policies, &IdentityContext::default(), "").await;
+            return state
+                .policies
+                .acl(&entry.policies, &IdentityContext::default(), "")
+                .await;
         }
         let resolved = state.identity.resolve(&entry.entity_id).await?;
         let mut names = entry.policies.clone();
@@ -460,8 +571,16 @@ impl Core {
 
     /// The ACL check. `Ok(Some(group))` means allowed, but held until the control group's
     /// factors are approved.
-    fn authorize(&self, caller: Option<&Caller>, target: &Target, operation: Operation, request: &Request) -> Result<Option<ControlGroup>, Error> {
-        let Some(caller) = caller else { return Ok(None) };
+    fn authorize(
+        &self,
+        caller: Option<&Caller>,
+        target: &Target,
+        operation: Operation,
+        request: &Request,
+    ) -> Result<Option<ControlGroup>, Error> {
+        let Some(caller) = caller else {
+            return Ok(None);
+        };
         let requires_sudo = match target {
             Target::System(path) => crate::sys::requires_sudo(path, operation),
             Target::Token(path) => crate::token::endpoints::requires_sudo(path, operation),
@@ -490,7 +609,9 @@ impl Core {
             requires_sudo,
         });
         if decision.allowed {
-            Ok(decision.control_group.filter(|_| crate::approvals::control_group::applies(&request.path)))
+            Ok(decision
+                .control_group
+                .filter(|_| crate::approvals::control_group::applies(&request.path)))
         } else {
             let reason = decision.denial.map(|d| d.to_string()).unwrap_or_default();
             tracing::debug!(path = %request.path, operation = operation.as_str(), %reason, "permission denied");
@@ -504,11 +625,17 @@ impl Core {
 
     /// Runs a held request once its control group is satisfied, as `caller` (the requester):
     /// routed again, authorised again with the caller's current policies, dispatched.
-    pub(crate) async fn execute_approved(&self, state: &Arc<State>, request: &Request, caller: &Caller) -> Result<Response, Error> {
+    pub(crate) async fn execute_approved(
+        &self,
+        state: &Arc<State>,
+        request: &Request,
+        caller: &Caller,
+    ) -> Result<Response, Error> {
         let target = self.resolve(state, &request.path)?;
         let operation = self.operation(&target, request, Some(caller)).await?;
         self.authorize(Some(caller), &target, operation, request)?;
-        self.dispatch(state, &target, operation, request, Some(caller)).await
+        self.dispatch(state, &target, operation, request, Some(caller))
+            .await
     }
 
     async fn dispatch(
@@ -520,10 +647,19 @@ impl Core {
         caller: Option<&Caller>,
     ) -> Result<Response, Error> {
         match target {
-            Target::System(path) => self.handle_system(state, path, operation, request, caller).await,
-            Target::Token(path) => self.handle_token(state, path, operation, request, caller).await,
+            Target::System(path) => {
+                self.handle_system(state, path, operation, request, caller)
+                    .await
+            }
+            Target::Token(path) => {
+                self.handle_token(state, path, operation, request, caller)
+                    .await
+            }
             Target::Identity(path) => self.handle_identity(state, path, operation, request).await,
-            Target::Engine(route) => self.handle_engine(state, route, operation, request, caller).await,
+            Target::Engine(route) => {
+                self.handle_engine(state, route, operation, request, caller)
+                    .await
+            }
         }
     }
 
@@ -541,7 +677,8 @@ impl Core {
             .as_ref()
             .ok_or_else(|| Error::UnsupportedPath(request.path.clone()))?;
         let ctx = self.engine_context(route, caller, request);
-        let engine_request = EngineRequest::new(operation, route.relative.clone(), request.data.clone());
+        let engine_request =
+            EngineRequest::new(operation, route.relative.clone(), request.data.clone());
         let out = engine.handle(&ctx, engine_request).await?;
         let mut response = Response {
             data: out.data,
@@ -551,17 +688,27 @@ impl Core {
             ..Response::default()
         };
         if let Some(secret) = out.secret {
-            let (lease, warnings) = self.register_lease(state, route, request, caller, secret, &ctx).await?;
+            let (lease, warnings) = self
+                .register_lease(state, route, request, caller, secret, &ctx)
+                .await?;
             response.lease = Some(lease);
             response.warnings.extend(warnings);
         }
         if let Some(auth) = out.auth {
-            response.auth = Some(self.issue_login_token(state, &route.mounted.entry, auth, &ctx).await?);
+            response.auth = Some(
+                self.issue_login_token(state, &route.mounted.entry, auth, &ctx)
+                    .await?,
+            );
         }
         Ok(response)
     }
 
-    pub(crate) fn engine_context(&self, route: &Route, caller: Option<&Caller>, request: &Request) -> EngineContext {
+    pub(crate) fn engine_context(
+        &self,
+        route: &Route,
+        caller: Option<&Caller>,
+        request: &Request,
+    ) -> EngineContext {
         EngineContext {
             storage: route.mounted.view.clone(),
             mount: route
@@ -577,7 +724,11 @@ impl Core {
     }
 
     /// Revokes a token, its children (depth first) and their cubbyholes.
-    pub(crate) async fn revoke_token_tree(&self, state: &State, root: &TokenEntry) -> Result<(), Error> {
+    pub(crate) async fn revoke_token_tree(
+        &self,
+        state: &State,
+        root: &TokenEntry,
+    ) -> Result<(), Error> {
         if root.hash.is_empty() {
             return Err(Error::invalid("batch tokens cannot be revoked"));
         }
@@ -599,11 +750,19 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) async fn remove_token(&self, state: &State, entry: &TokenEntry) -> Result<(), Error> {
+    pub(crate) async fn remove_token(
+        &self,
+        state: &State,
+        entry: &TokenEntry,
+    ) -> Result<(), Error> {
         self.revoke_token_leases(state, &entry.hash).await?;
         if !entry.cubbyhole_id.is_empty() {
             if let Some(cubby) = state.router().find(Table::Secrets, "cubbyhole/") {
-                cubby.view.sub(&format!("{}/", entry.cubbyhole_id)).clear("").await?;
+                cubby
+                    .view
+                    .sub(&format!("{}/", entry.cubbyhole_id))
+                    .clear("")
+                    .await?;
             }
         }
         state.tokens.remove(entry).await
@@ -634,7 +793,10 @@ impl Core {
         for existing in router.all() {
             let other = existing.entry.route_path();
             let overlaps = other.starts_with(&route_path) || route_path.starts_with(&other);
-            if overlaps && (existing.entry.table == entry.table || route_path.starts_with("auth/") == other.starts_with("auth/")) {
+            if overlaps
+                && (existing.entry.table == entry.table
+                    || route_path.starts_with("auth/") == other.starts_with("auth/"))
+            {
                 return Err(Error::invalid(format!("path is already in use at {other}")));
             }
         }
@@ -649,7 +811,12 @@ impl Core {
     }
 
     /// Replaces the mount list wholesale (remove, tune, remount), persisting first.
-    pub(crate) async fn replace_mounts(&self, state: &State, all: Vec<Mounted>, tables: &[Table]) -> Result<(), Error> {
+    pub(crate) async fn replace_mounts(
+        &self,
+        state: &State,
+        all: Vec<Mounted>,
+        tables: &[Table],
+    ) -> Result<(), Error> {
         for table in tables {
             self.persist_mounts(&all, *table).await?;
         }
@@ -660,12 +827,18 @@ impl Core {
     }
 
     async fn persist_mounts(&self, all: &[Mounted], table: Table) -> Result<(), Error> {
-        let entries: Vec<&MountEntry> = all.iter().map(|m| &m.entry).filter(|e| e.table == table).collect();
+        let entries: Vec<&MountEntry> = all
+            .iter()
+            .map(|m| &m.entry)
+            .filter(|e| e.table == table)
+            .collect();
         let path = match table {
             Table::Secrets => crate::mounts::MOUNTS_PATH,
             Table::Auth => crate::mounts::AUTH_PATH,
         };
-        StorageView::new(self.barrier.clone(), "").put_json(path, &entries).await
+        StorageView::new(self.barrier.clone(), "")
+            .put_json(path, &entries)
+            .await
     }
 
     /// Capabilities of an ACL on a path, as `sys/capabilities*` reports them.
@@ -726,7 +899,10 @@ pub(crate) fn acl_operation(operation: Operation) -> ward_policy::Operation {
 
 /// Responses of these paths are never wrapped again (they produce or consume wraps).
 fn is_wrapping_exempt(path: &str) -> bool {
-    matches!(path, "sys/wrapping/wrap" | "sys/wrapping/rewrap" | "sys/wrapping/lookup")
+    matches!(
+        path,
+        "sys/wrapping/wrap" | "sys/wrapping/rewrap" | "sys/wrapping/lookup"
+    )
 }
 
 pub(crate) fn non_empty(s: &str) -> Option<String> {

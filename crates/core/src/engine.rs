@@ -40,7 +40,10 @@ impl Operation {
     }
 
     pub fn is_write(self) -> bool {
-        matches!(self, Operation::Create | Operation::Update | Operation::Patch)
+        matches!(
+            self,
+            Operation::Create | Operation::Update | Operation::Patch
+        )
     }
 }
 
@@ -103,7 +106,11 @@ impl fmt::Debug for EngineRequest {
 
 impl EngineRequest {
     pub fn new(operation: Operation, path: impl Into<String>, data: Map<String, Value>) -> Self {
-        EngineRequest { operation: Some(operation), path: path.into(), data }
+        EngineRequest {
+            operation: Some(operation),
+            path: path.into(),
+            data,
+        }
     }
 
     pub fn op(&self) -> Operation {
@@ -179,7 +186,10 @@ impl EngineResponse {
     }
 
     pub fn with_data(data: Map<String, Value>) -> Self {
-        EngineResponse { data: Some(data), ..Self::default() }
+        EngineResponse {
+            data: Some(data),
+            ..Self::default()
+        }
     }
 
     /// The Vault shape of a list: `{"keys": [...]}`, or not found when there are none.
@@ -219,14 +229,26 @@ pub trait Engine: Send + Sync {
 
     /// Whether the target of a write exists, so the core can authorise it as create or
     /// update. `None`: the engine does not distinguish (treated as update).
-    async fn exists(&self, _ctx: &EngineContext, _request: &EngineRequest) -> Result<Option<bool>, Error> {
+    async fn exists(
+        &self,
+        _ctx: &EngineContext,
+        _request: &EngineRequest,
+    ) -> Result<Option<bool>, Error> {
         Ok(None)
     }
 
-    async fn handle(&self, ctx: &EngineContext, request: EngineRequest) -> Result<EngineResponse, Error>;
+    async fn handle(
+        &self,
+        ctx: &EngineContext,
+        request: EngineRequest,
+    ) -> Result<EngineResponse, Error>;
 
     /// Extends a lease this engine issued; the core has already computed the new TTL.
-    async fn renew(&self, _ctx: &EngineContext, _lease: &LeaseInfo) -> Result<EngineResponse, Error> {
+    async fn renew(
+        &self,
+        _ctx: &EngineContext,
+        _lease: &LeaseInfo,
+    ) -> Result<EngineResponse, Error> {
         Err(Error::invalid("lease is not renewable"))
     }
 
@@ -316,7 +338,9 @@ pub mod fields {
                 .parse()
                 .map(Some)
                 .map_err(|_| Error::invalid(format!("field \"{key}\" must be an integer"))),
-            Some(_) => Err(Error::invalid(format!("field \"{key}\" must be an integer"))),
+            Some(_) => Err(Error::invalid(format!(
+                "field \"{key}\" must be an integer"
+            ))),
         }
     }
 
@@ -330,10 +354,16 @@ pub mod fields {
                 .map(Some)
                 .ok_or_else(|| Error::invalid(format!("field \"{key}\" must be a duration"))),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => crate::duration::parse_seconds(s)
-                .map(Some)
-                .ok_or_else(|| Error::invalid(format!("field \"{key}\" must be a duration, got an invalid value"))),
-            Some(_) => Err(Error::invalid(format!("field \"{key}\" must be a duration"))),
+            Some(Value::String(s)) => {
+                crate::duration::parse_seconds(s).map(Some).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "field \"{key}\" must be a duration, got an invalid value"
+                    ))
+                })
+            }
+            Some(_) => Err(Error::invalid(format!(
+                "field \"{key}\" must be a duration"
+            ))),
         }
     }
 
@@ -342,30 +372,43 @@ pub mod fields {
         match data.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(
-                s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect(),
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect(),
             )),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s.trim().to_string()),
                     Value::Number(n) => Ok(n.to_string()),
-                    _ => Err(Error::invalid(format!("field \"{key}\" must be a list of strings"))),
+                    _ => Err(Error::invalid(format!(
+                        "field \"{key}\" must be a list of strings"
+                    ))),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(_) => Err(Error::invalid(format!("field \"{key}\" must be a list of strings"))),
+            Some(_) => Err(Error::invalid(format!(
+                "field \"{key}\" must be a list of strings"
+            ))),
         }
     }
 
     /// A map of string to string (metadata); values that are not strings are rejected.
-    pub fn string_map(data: &Map<String, Value>, key: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, Error> {
+    pub fn string_map(
+        data: &Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, Error> {
         match data.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(m)) => m
                 .iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k.clone(), s.clone())),
-                    _ => Err(Error::invalid(format!("field \"{key}\" must map strings to strings"))),
+                    _ => Err(Error::invalid(format!(
+                        "field \"{key}\" must map strings to strings"
+                    ))),
                 })
                 .collect::<Result<_, _>>()
                 .map(Some),

@@ -25,7 +25,10 @@ pub enum Error {
     /// The path exists but not for this operation (verb).
     UnsupportedOperation(String),
     /// A rate-limit or lease-count quota rejected the request.
-    RateLimited { message: String, retry_after_seconds: u64 },
+    RateLimited {
+        message: String,
+        retry_after_seconds: u64,
+    },
     /// The storage backend cannot be reached; nothing was written.
     Unavailable(String),
     /// The request body is over the configured limit.
@@ -62,7 +65,9 @@ impl Error {
             Error::UnsupportedPath(p) => vec![format!("{p}: unsupported path")],
             Error::UnsupportedOperation(p) => vec![format!("{p}: unsupported operation")],
             Error::RateLimited { message, .. } => vec![message.clone()],
-            Error::Unavailable(_) => vec!["storage unavailable; the request was not applied".into()],
+            Error::Unavailable(_) => {
+                vec!["storage unavailable; the request was not applied".into()]
+            }
             Error::TooLarge => vec!["request body too large".into()],
             Error::AuditFailed => vec![crate::audit::NO_AUDIT_MESSAGE.into()],
             Error::Internal(_) => vec!["internal error".into()],

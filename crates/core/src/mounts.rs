@@ -76,7 +76,11 @@ impl MountEntry {
             path: path.to_string(),
             kind: kind.to_string(),
             description: String::new(),
-            accessor: format!("{}_{}", short, &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            accessor: format!(
+                "{}_{}",
+                short,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             uuid: uuid::Uuid::new_v4().to_string(),
             config: MountConfig::default(),
             options: BTreeMap::new(),
@@ -108,8 +112,16 @@ impl MountEntry {
     }
 
     pub(crate) fn info(&self, system_default: u64, system_max: u64) -> MountInfo {
-        let max = if self.config.max_lease_ttl > 0 { self.config.max_lease_ttl } else { system_max };
-        let default = if self.config.default_lease_ttl > 0 { self.config.default_lease_ttl } else { system_default };
+        let max = if self.config.max_lease_ttl > 0 {
+            self.config.max_lease_ttl
+        } else {
+            system_max
+        };
+        let default = if self.config.default_lease_ttl > 0 {
+            self.config.default_lease_ttl
+        } else {
+            system_default
+        };
         MountInfo {
             path: self.route_path(),
             kind: self.kind.clone(),
@@ -161,19 +173,30 @@ impl Router {
             } else {
                 continue;
             };
-            return Some(Route { mounted: mounted.clone(), relative: relative.to_string(), mount_path });
+            return Some(Route {
+                mounted: mounted.clone(),
+                relative: relative.to_string(),
+                mount_path,
+            });
         }
         None
     }
 
     pub fn entries(&self, table: Table) -> Vec<&MountEntry> {
-        let mut out: Vec<&MountEntry> = self.mounts.iter().map(|m| &m.entry).filter(|e| e.table == table).collect();
+        let mut out: Vec<&MountEntry> = self
+            .mounts
+            .iter()
+            .map(|m| &m.entry)
+            .filter(|e| e.table == table)
+            .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
     }
 
     pub fn find(&self, table: Table, path: &str) -> Option<&Mounted> {
-        self.mounts.iter().find(|m| m.entry.table == table && m.entry.path == path)
+        self.mounts
+            .iter()
+            .find(|m| m.entry.table == table && m.entry.path == path)
     }
 
     pub fn find_by_accessor(&self, accessor: &str) -> Option<&Mounted> {
@@ -191,10 +214,15 @@ pub fn normalize_mount_path(path: &str) -> Result<String, Error> {
     if trimmed.is_empty() {
         return Err(Error::invalid("mount path cannot be empty"));
     }
-    if trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if trimmed
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(Error::invalid(format!("invalid mount path \"{path}\"")));
     }
-    if trimmed.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '*' | '+' | '{' | '}' | '%' | '\\')) {
+    if trimmed.chars().any(|c| {
+        c.is_control() || c.is_whitespace() || matches!(c, '*' | '+' | '{' | '}' | '%' | '\\')
+    }) {
         return Err(Error::invalid(format!("invalid mount path \"{path}\"")));
     }
     Ok(format!("{trimmed}/"))
@@ -203,7 +231,9 @@ pub fn normalize_mount_path(path: &str) -> Result<String, Error> {
 /// Paths a user may not mount over, or mount below.
 pub fn is_reserved(table: Table, path: &str) -> bool {
     match table {
-        Table::Secrets => ["sys/", "auth/", "cubbyhole/", "identity/"].iter().any(|r| path.starts_with(r)),
+        Table::Secrets => ["sys/", "auth/", "cubbyhole/", "identity/"]
+            .iter()
+            .any(|r| path.starts_with(r)),
         Table::Auth => path.starts_with("token/"),
     }
 }

@@ -96,12 +96,16 @@ impl std::fmt::Debug for RekeyStatus {
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, Error> {
-    m.lock().map_err(|_| Error::internal("operator lock poisoned"))
+    m.lock()
+        .map_err(|_| Error::internal("operator lock poisoned"))
 }
 
 fn add_share(shares: &mut Vec<Zeroizing<Vec<u8>>>, share: Vec<u8>) {
     let share = Zeroizing::new(share);
-    if !shares.iter().any(|s| bool::from(s.as_slice().ct_eq(share.as_slice()))) {
+    if !shares
+        .iter()
+        .any(|s| bool::from(s.as_slice().ct_eq(share.as_slice())))
+    {
         shares.push(share);
     }
 }
@@ -111,7 +115,9 @@ fn check_nonce(expected: &str, given: &str) -> Result<(), Error> {
         return Err(Error::invalid("missing nonce"));
     }
     if expected != given {
-        return Err(Error::invalid(format!("nonce mismatch: the attempt in progress has nonce {expected}")));
+        return Err(Error::invalid(format!(
+            "nonce mismatch: the attempt in progress has nonce {expected}"
+        )));
     }
     Ok(())
 }
@@ -129,11 +135,18 @@ impl Core {
         let required = self.threshold().await?;
         let now = self.clock.unix();
         let mut slot = lock(&self.operator.root)?;
-        if slot.as_ref().is_some_and(|a| now - a.started_at > ATTEMPT_LIFETIME) {
+        if slot
+            .as_ref()
+            .is_some_and(|a| now - a.started_at > ATTEMPT_LIFETIME)
+        {
             *slot = None;
         }
         Ok(match slot.as_ref() {
-            None => GenerateRootStatus { required, otp_length: OTP_LENGTH, ..GenerateRootStatus::default() },
+            None => GenerateRootStatus {
+                required,
+                otp_length: OTP_LENGTH,
+                ..GenerateRootStatus::default()
+            },
             Some(a) => GenerateRootStatus {
                 started: true,
                 nonce: a.nonce.clone(),
@@ -146,15 +159,22 @@ impl Core {
     }
 
     /// Starts an attempt. Without `otp`, one is generated and returned (once).
-    pub async fn generate_root_start(&self, otp: Option<String>) -> Result<GenerateRootStatus, Error> {
+    pub async fn generate_root_start(
+        &self,
+        otp: Option<String>,
+    ) -> Result<GenerateRootStatus, Error> {
         let status = self.generate_root_status().await?;
         if status.started {
-            return Err(Error::invalid("root generation already in progress; cancel it first with its nonce"));
+            return Err(Error::invalid(
+                "root generation already in progress; cancel it first with its nonce",
+            ));
         }
         let generated = otp.is_none();
         let otp = otp.unwrap_or_else(|| random_base62(OTP_LENGTH));
         if otp.len() != OTP_LENGTH || !otp.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Error::invalid(format!("OTP must be {OTP_LENGTH} base62 characters")));
+            return Err(Error::invalid(format!(
+                "OTP must be {OTP_LENGTH} base62 characters"
+            )));
         }
         let nonce = uuid::Uuid::new_v4().to_string();
         *lock(&self.operator.root)? = Some(RootAttempt {
@@ -186,11 +206,17 @@ impl Core {
 
     /// Submits one unseal share. At the threshold the shares are checked against the root key;
     /// a new root token is created and returned encoded with the pad.
-    pub async fn generate_root_update(&self, share: Vec<u8>, nonce: &str) -> Result<GenerateRootStatus, Error> {
+    pub async fn generate_root_update(
+        &self,
+        share: Vec<u8>,
+        nonce: &str,
+    ) -> Result<GenerateRootStatus, Error> {
         let required = self.threshold().await?;
         let (shares, otp) = {
             let mut slot = lock(&self.operator.root)?;
-            let attempt = slot.as_mut().ok_or_else(|| Error::invalid("no root generation in progress"))?;
+            let attempt = slot
+                .as_mut()
+                .ok_or_else(|| Error::invalid("no root generation in progress"))?;
             check_nonce(&attempt.nonce, nonce)?;
             add_share(&mut attempt.shares, share);
             if (attempt.shares.len() as u32) < required {
@@ -203,7 +229,9 @@ impl Core {
                     ..GenerateRootStatus::default()
                 });
             }
-            let taken = slot.take().ok_or_else(|| Error::internal("attempt vanished"))?;
+            let taken = slot
+                .take()
+                .ok_or_else(|| Error::internal("attempt vanished"))?;
             (taken.shares, taken.otp)
         };
         Seal::verify_shares(&self.barrier, &shares).await?;
@@ -217,7 +245,12 @@ impl Core {
             ..TokenEntry::default()
         };
         let minted = state.tokens.create(entry, None).await?;
-        let encoded: Vec<u8> = minted.id.bytes().zip(otp.bytes()).map(|(t, o)| t ^ o).collect();
+        let encoded: Vec<u8> = minted
+            .id
+            .bytes()
+            .zip(otp.bytes())
+            .map(|(t, o)| t ^ o)
+            .collect();
         tracing::warn!("a new root token was generated with a quorum of unseal keys");
         Ok(GenerateRootStatus {
             started: true,
@@ -235,11 +268,17 @@ impl Core {
         let required = self.threshold().await?;
         let now = self.clock.unix();
         let mut slot = lock(&self.operator.rekey)?;
-        if slot.as_ref().is_some_and(|a| now - a.started_at > ATTEMPT_LIFETIME) {
+        if slot
+            .as_ref()
+            .is_some_and(|a| now - a.started_at > ATTEMPT_LIFETIME)
+        {
             *slot = None;
         }
         Ok(match slot.as_ref() {
-            None => RekeyStatus { required, ..RekeyStatus::default() },
+            None => RekeyStatus {
+                required,
+                ..RekeyStatus::default()
+            },
             Some(a) => RekeyStatus {
                 started: true,
                 nonce: a.nonce.clone(),
@@ -248,17 +287,32 @@ impl Core {
                 progress: a.shares.len() as u32,
                 required,
                 verification_required: a.require_verification,
-                verification_nonce: a.pending.as_ref().map(|p| p.verification_nonce.clone()).unwrap_or_default(),
-                verification_progress: a.pending.as_ref().map(|p| p.shares.len() as u32).unwrap_or(0),
+                verification_nonce: a
+                    .pending
+                    .as_ref()
+                    .map(|p| p.verification_nonce.clone())
+                    .unwrap_or_default(),
+                verification_progress: a
+                    .pending
+                    .as_ref()
+                    .map(|p| p.shares.len() as u32)
+                    .unwrap_or(0),
                 ..RekeyStatus::default()
             },
         })
     }
 
-    pub async fn rekey_start(&self, shares: u32, threshold: u32, require_verification: bool) -> Result<RekeyStatus, Error> {
+    pub async fn rekey_start(
+        &self,
+        shares: u32,
+        threshold: u32,
+        require_verification: bool,
+    ) -> Result<RekeyStatus, Error> {
         let status = self.rekey_status().await?;
         if status.started {
-            return Err(Error::invalid("rekey already in progress; cancel it first with its nonce"));
+            return Err(Error::invalid(
+                "rekey already in progress; cancel it first with its nonce",
+            ));
         }
         // Validates the new configuration before anyone submits a share.
         Seal::new_unseal_key(shares, threshold)?;
@@ -291,10 +345,14 @@ impl Core {
         let required = self.threshold().await?;
         let attempt = {
             let mut slot = lock(&self.operator.rekey)?;
-            let attempt = slot.as_mut().ok_or_else(|| Error::invalid("no rekey in progress"))?;
+            let attempt = slot
+                .as_mut()
+                .ok_or_else(|| Error::invalid("no rekey in progress"))?;
             check_nonce(&attempt.nonce, nonce)?;
             if attempt.pending.is_some() {
-                return Err(Error::invalid("the new keys are waiting for verification at sys/rekey/verify"));
+                return Err(Error::invalid(
+                    "the new keys are waiting for verification at sys/rekey/verify",
+                ));
             }
             add_share(&mut attempt.shares, share);
             if (attempt.shares.len() as u32) < required {
@@ -309,10 +367,13 @@ impl Core {
                     ..RekeyStatus::default()
                 });
             }
-            slot.take().ok_or_else(|| Error::internal("attempt vanished"))?
+            slot.take()
+                .ok_or_else(|| Error::internal("attempt vanished"))?
         };
         if let Err(e) = Seal::verify_shares(&self.barrier, &attempt.shares).await {
-            return Err(Error::invalid(format!("{e}; the rekey attempt has been cancelled")));
+            return Err(Error::invalid(format!(
+                "{e}; the rekey attempt has been cancelled"
+            )));
         }
         let (key, keys) = Seal::new_unseal_key(attempt.new_shares, attempt.new_threshold)?;
         let mut status = RekeyStatus {
@@ -332,11 +393,21 @@ impl Core {
             status.verification_nonce = verification_nonce.clone();
             *lock(&self.operator.rekey)? = Some(RekeyAttempt {
                 shares: Vec::new(),
-                pending: Some(PendingRekey { key, verification_nonce, shares: Vec::new() }),
+                pending: Some(PendingRekey {
+                    key,
+                    verification_nonce,
+                    shares: Vec::new(),
+                }),
                 ..attempt
             });
         } else {
-            Seal::commit_rekey(&self.barrier, &key, attempt.new_shares, attempt.new_threshold).await?;
+            Seal::commit_rekey(
+                &self.barrier,
+                &key,
+                attempt.new_shares,
+                attempt.new_threshold,
+            )
+            .await?;
             tracing::warn!("rekey complete: the old key shares no longer unseal");
         }
         Ok(status)
@@ -346,8 +417,13 @@ impl Core {
     pub async fn rekey_verify(&self, share: Vec<u8>, nonce: &str) -> Result<RekeyStatus, Error> {
         let (key, shares, new_shares, new_threshold) = {
             let mut slot = lock(&self.operator.rekey)?;
-            let attempt = slot.as_mut().ok_or_else(|| Error::invalid("no rekey in progress"))?;
-            let pending = attempt.pending.as_mut().ok_or_else(|| Error::invalid("no rekey verification in progress"))?;
+            let attempt = slot
+                .as_mut()
+                .ok_or_else(|| Error::invalid("no rekey in progress"))?;
+            let pending = attempt
+                .pending
+                .as_mut()
+                .ok_or_else(|| Error::invalid("no rekey verification in progress"))?;
             check_nonce(&pending.verification_nonce, nonce)?;
             add_share(&mut pending.shares, share);
             if (pending.shares.len() as u32) < attempt.new_threshold {
@@ -363,17 +439,34 @@ impl Core {
                     ..RekeyStatus::default()
                 });
             }
-            let taken = slot.take().ok_or_else(|| Error::internal("attempt vanished"))?;
-            let pending = taken.pending.ok_or_else(|| Error::internal("pending rekey vanished"))?;
-            (pending.key, pending.shares, taken.new_shares, taken.new_threshold)
+            let taken = slot
+                .take()
+                .ok_or_else(|| Error::internal("attempt vanished"))?;
+            let pending = taken
+                .pending
+                .ok_or_else(|| Error::internal("pending rekey vanished"))?;
+            (
+                pending.key,
+                pending.shares,
+                taken.new_shares,
+                taken.new_threshold,
+            )
         };
         let combined = combine(&shares)?;
         if !bool::from(combined.as_bytes().ct_eq(key.as_bytes())) {
-            return Err(Error::invalid("the new key shares do not match; the rekey attempt has been cancelled"));
+            return Err(Error::invalid(
+                "the new key shares do not match; the rekey attempt has been cancelled",
+            ));
         }
         Seal::commit_rekey(&self.barrier, &key, new_shares, new_threshold).await?;
         tracing::warn!("rekey verified and complete: the old key shares no longer unseal");
-        Ok(RekeyStatus { complete: true, new_shares, new_threshold, verification_required: true, ..RekeyStatus::default() })
+        Ok(RekeyStatus {
+            complete: true,
+            new_shares,
+            new_threshold,
+            verification_required: true,
+            ..RekeyStatus::default()
+        })
     }
 }
 
@@ -383,7 +476,9 @@ pub fn decode_root_token(encoded: &str, otp: &str) -> Result<String, Error> {
         .decode(encoded.trim())
         .map_err(|_| Error::invalid("encoded token is not base64"))?;
     if bytes.len() != otp.len() {
-        return Err(Error::invalid("the OTP does not match the encoded token's length"));
+        return Err(Error::invalid(
+            "the OTP does not match the encoded token's length",
+        ));
     }
     let token: Vec<u8> = bytes.iter().zip(otp.bytes()).map(|(b, o)| b ^ o).collect();
     String::from_utf8(token).map_err(|_| Error::invalid("decoding failed: wrong OTP?"))

@@ -141,7 +141,13 @@ impl PolicyStore {
 
     /// Policy names, sorted; `root` included as Vault lists it.
     pub async fn names(&self) -> Result<Vec<String>, Error> {
-        let mut names: Vec<String> = self.view.list("").await?.into_iter().filter(|n| !n.ends_with('/')).collect();
+        let mut names: Vec<String> = self
+            .view
+            .list("")
+            .await?
+            .into_iter()
+            .filter(|n| !n.ends_with('/'))
+            .collect();
         names.push("root".into());
         names.sort();
         Ok(names)
@@ -152,7 +158,11 @@ impl PolicyStore {
         if name == "root" {
             return Ok(Some(String::new()));
         }
-        Ok(self.view.get_json::<StoredPolicy>(name).await?.map(|p| p.policy))
+        Ok(self
+            .view
+            .get_json::<StoredPolicy>(name)
+            .await?
+            .map(|p| p.policy))
     }
 
     /// Validates and stores a policy. Names are normalised (lowercased) as Vault does.
@@ -164,8 +174,17 @@ impl PolicyStore {
         if name == "response-wrapping" {
             return Err(Error::invalid("cannot update \"response-wrapping\" policy"));
         }
-        let policy = ward_policy::parse(&name, text).map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
-        self.view.put_json(&name, &StoredPolicy { name: name.clone(), policy: text.to_string() }).await?;
+        let policy = ward_policy::parse(&name, text)
+            .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
+        self.view
+            .put_json(
+                &name,
+                &StoredPolicy {
+                    name: name.clone(),
+                    policy: text.to_string(),
+                },
+            )
+            .await?;
         self.invalidate(&name, Some(Arc::new(policy)));
         Ok(name)
     }
@@ -187,7 +206,12 @@ impl PolicyStore {
     }
 
     /// The ACL of a set of policy names (missing policies contribute nothing).
-    pub async fn acl(&self, names: &[String], identity: &IdentityContext, identity_key: &str) -> Result<Arc<Acl>, Error> {
+    pub async fn acl(
+        &self,
+        names: &[String],
+        identity: &IdentityContext,
+        identity_key: &str,
+    ) -> Result<Arc<Acl>, Error> {
         if names.iter().any(|n| n == "root") {
             return Ok(Arc::new(Acl::root()));
         }

@@ -95,7 +95,9 @@ impl Request {
 /// Request ids are not secrets, so they need not cost a `getrandom` system call per request
 /// as `Uuid::new_v4` does; keys and tokens still come from the OS generator.
 pub fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// A lease as the client sees it.
@@ -191,7 +193,10 @@ impl Response {
     }
 
     pub fn with_data(data: Map<String, Value>) -> Self {
-        Response { data: Some(data), ..Self::default() }
+        Response {
+            data: Some(data),
+            ..Self::default()
+        }
     }
 }
 

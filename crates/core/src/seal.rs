@@ -81,7 +81,12 @@ impl Seal {
                 .map_err(|e| Error::invalid(e.to_string()))?
         };
         let root_key = Key::generate();
-        let sealed_root = seal_bytes(&unseal_key, 0, ROOT_KEY_PATH.as_bytes(), root_key.as_bytes())?;
+        let sealed_root = seal_bytes(
+            &unseal_key,
+            0,
+            ROOT_KEY_PATH.as_bytes(),
+            root_key.as_bytes(),
+        )?;
         barrier.physical().put(ROOT_KEY_PATH, sealed_root).await?;
         barrier.initialize(root_key, now).await?;
         let mut cluster_id = [0u8; 16];
@@ -112,7 +117,12 @@ impl Seal {
 
     /// Re-encrypts the root key under `unseal_key` and records the new share counts, in one
     /// atomic write (the second half of a rekey).
-    pub(crate) async fn commit_rekey(barrier: &Barrier, unseal_key: &Key, shares: u32, threshold: u32) -> Result<(), Error> {
+    pub(crate) async fn commit_rekey(
+        barrier: &Barrier,
+        unseal_key: &Key,
+        shares: u32,
+        threshold: u32,
+    ) -> Result<(), Error> {
         let mut config = Seal::config(barrier.physical().as_ref())
             .await?
             .ok_or_else(|| Error::invalid("Vault is not initialized"))?;
@@ -124,8 +134,14 @@ impl Seal {
         barrier
             .physical()
             .transaction(vec![
-                ward_storage::TxOp::Put { key: ROOT_KEY_PATH.into(), value: sealed_root },
-                ward_storage::TxOp::Put { key: SEAL_CONFIG_PATH.into(), value: bytes },
+                ward_storage::TxOp::Put {
+                    key: ROOT_KEY_PATH.into(),
+                    value: sealed_root,
+                },
+                ward_storage::TxOp::Put {
+                    key: SEAL_CONFIG_PATH.into(),
+                    value: bytes,
+                },
             ])
             .await?;
         Ok(())
@@ -133,7 +149,10 @@ impl Seal {
 
     /// Checks a set of unseal shares against the stored root key without unsealing anything
     /// (used by generate-root and rekey to prove a quorum).
-    pub(crate) async fn verify_shares(barrier: &Barrier, shares: &[Zeroizing<Vec<u8>>]) -> Result<(), Error> {
+    pub(crate) async fn verify_shares(
+        barrier: &Barrier,
+        shares: &[Zeroizing<Vec<u8>>],
+    ) -> Result<(), Error> {
         let unseal_key = combine(shares)?;
         let sealed_root = barrier
             .physical()
@@ -152,17 +171,31 @@ impl Seal {
 
     /// Submits one share. Duplicates are ignored; at the threshold the barrier is opened, or
     /// progress is reset with an error when the shares do not reconstruct the key.
-    pub(crate) async fn submit(&self, barrier: &Barrier, config: &SealConfig, share: Vec<u8>) -> Result<Unseal, Error> {
+    pub(crate) async fn submit(
+        &self,
+        barrier: &Barrier,
+        config: &SealConfig,
+        share: Vec<u8>,
+    ) -> Result<Unseal, Error> {
         let share = Zeroizing::new(share);
         let ready = {
-            let mut progress = self.progress.lock().map_err(|_| Error::internal("seal lock poisoned"))?;
+            let mut progress = self
+                .progress
+                .lock()
+                .map_err(|_| Error::internal("seal lock poisoned"))?;
             if share.len() != 33 && !(config.secret_shares == 1 && share.len() == 32) {
-                return Err(Error::invalid("'key' must be a valid hex or base64 string of an unseal key share"));
+                return Err(Error::invalid(
+                    "'key' must be a valid hex or base64 string of an unseal key share",
+                ));
             }
             if progress.nonce.is_empty() {
                 progress.nonce = uuid::Uuid::new_v4().to_string();
             }
-            if !progress.shares.iter().any(|s| bool::from(s.as_slice().ct_eq(share.as_slice()))) {
+            if !progress
+                .shares
+                .iter()
+                .any(|s| bool::from(s.as_slice().ct_eq(share.as_slice())))
+            {
                 progress.shares.push(share);
             }
             if (progress.shares.len() as u32) < config.secret_threshold {
@@ -176,9 +209,14 @@ impl Seal {
             .get(ROOT_KEY_PATH)
             .await?
             .ok_or_else(|| Error::internal("root key missing"))?;
-        let root_bytes = open_bytes(&unseal_key, ROOT_KEY_PATH.as_bytes(), &sealed_root)
-            .map_err(|_| Error::invalid("Error unsealing: the unseal keys are not valid; progress has been reset"))?;
-        let root_key = Key::from_slice(&root_bytes).ok_or_else(|| Error::internal("root key length"))?;
+        let root_bytes =
+            open_bytes(&unseal_key, ROOT_KEY_PATH.as_bytes(), &sealed_root).map_err(|_| {
+                Error::invalid(
+                    "Error unsealing: the unseal keys are not valid; progress has been reset",
+                )
+            })?;
+        let root_key =
+            Key::from_slice(&root_bytes).ok_or_else(|| Error::internal("root key length"))?;
         barrier.unseal(root_key).await?;
         Ok(Unseal::Unsealed)
     }
@@ -200,16 +238,24 @@ impl Seal {
 
 fn validate(shares: u32, threshold: u32) -> Result<(), Error> {
     if shares == 0 || threshold == 0 {
-        return Err(Error::invalid("invalid seal configuration: shares and threshold must be at least 1"));
+        return Err(Error::invalid(
+            "invalid seal configuration: shares and threshold must be at least 1",
+        ));
     }
     if shares > 255 {
-        return Err(Error::invalid("invalid seal configuration: shares may not be more than 255"));
+        return Err(Error::invalid(
+            "invalid seal configuration: shares may not be more than 255",
+        ));
     }
     if threshold > shares {
-        return Err(Error::invalid("invalid seal configuration: threshold may not be greater than the number of shares"));
+        return Err(Error::invalid(
+            "invalid seal configuration: threshold may not be greater than the number of shares",
+        ));
     }
     if shares > 1 && threshold == 1 {
-        return Err(Error::invalid("invalid seal configuration: threshold must be greater than one for multiple shares"));
+        return Err(Error::invalid(
+            "invalid seal configuration: threshold must be greater than one for multiple shares",
+        ));
     }
     Ok(())
 }
@@ -219,7 +265,10 @@ pub(crate) fn combine(shares: &[Zeroizing<Vec<u8>>]) -> Result<Key, Error> {
         Zeroizing::new(shares[0].to_vec())
     } else {
         let refs: Vec<&[u8]> = shares.iter().map(|s| s.as_slice()).collect();
-        shamir::combine(&refs).map_err(|e| Error::invalid(format!("Error unsealing: {e}; progress has been reset")))?
+        shamir::combine(&refs)
+            .map_err(|e| Error::invalid(format!("Error unsealing: {e}; progress has been reset")))?
     };
-    Key::from_slice(&bytes).ok_or_else(|| Error::invalid("Error unsealing: invalid key length; progress has been reset"))
+    Key::from_slice(&bytes).ok_or_else(|| {
+        Error::invalid("Error unsealing: invalid key length; progress has been reset")
+    })
 }

@@ -25,12 +25,20 @@ impl std::fmt::Display for ShamirError {
 }
 
 /// Splits `secret` into `shares` shares with reconstruction threshold `threshold`.
-pub fn split(secret: &[u8], shares: u8, threshold: u8) -> Result<Vec<Zeroizing<Vec<u8>>>, ShamirError> {
+pub fn split(
+    secret: &[u8],
+    shares: u8,
+    threshold: u8,
+) -> Result<Vec<Zeroizing<Vec<u8>>>, ShamirError> {
     if secret.is_empty() {
-        return Err(ShamirError::InvalidParameters("cannot split an empty secret"));
+        return Err(ShamirError::InvalidParameters(
+            "cannot split an empty secret",
+        ));
     }
     if threshold < 2 || shares < threshold {
-        return Err(ShamirError::InvalidParameters("threshold must be at least 2 and at most the number of shares"));
+        return Err(ShamirError::InvalidParameters(
+            "threshold must be at least 2 and at most the number of shares",
+        ));
     }
     let mut rng = rand::rngs::OsRng;
     let mut out: Vec<Zeroizing<Vec<u8>>> = (1..=shares)
@@ -60,7 +68,9 @@ pub fn combine(shares: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, ShamirError> {
     }
     let len = shares[0].len();
     if len < 2 || shares.iter().any(|s| s.len() != len) {
-        return Err(ShamirError::InvalidShares("shares must all have the same length"));
+        return Err(ShamirError::InvalidShares(
+            "shares must all have the same length",
+        ));
     }
     let xs: Vec<u8> = shares.iter().map(|s| s[len - 1]).collect();
     for (i, x) in xs.iter().enumerate() {
@@ -86,7 +96,10 @@ pub fn combine(shares: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, ShamirError> {
 
 /// Horner evaluation of the polynomial at `x`.
 fn evaluate(coefficients: &[u8], x: u8) -> u8 {
-    coefficients.iter().rev().fold(0u8, |acc, c| mul(acc, x) ^ c)
+    coefficients
+        .iter()
+        .rev()
+        .fold(0u8, |acc, c| mul(acc, x) ^ c)
 }
 
 /// Multiplication in GF(2^8) with the AES polynomial, without branches or tables.
@@ -134,14 +147,28 @@ mod tests {
         for a in 0..5 {
             for b in (a + 1)..5 {
                 let two = [shares[a].as_slice(), shares[b].as_slice()];
-                assert_ne!(combine(&two).expect("combine").as_slice(), secret.as_slice());
+                assert_ne!(
+                    combine(&two).expect("combine").as_slice(),
+                    secret.as_slice()
+                );
                 for c in (b + 1)..5 {
-                    let three = [shares[a].as_slice(), shares[b].as_slice(), shares[c].as_slice()];
-                    assert_eq!(combine(&three).expect("combine").as_slice(), secret.as_slice());
+                    let three = [
+                        shares[a].as_slice(),
+                        shares[b].as_slice(),
+                        shares[c].as_slice(),
+                    ];
+                    assert_eq!(
+                        combine(&three).expect("combine").as_slice(),
+                        secret.as_slice()
+                    );
                 }
             }
         }
-        let dup = [shares[0].as_slice(), shares[0].as_slice(), shares[1].as_slice()];
+        let dup = [
+            shares[0].as_slice(),
+            shares[0].as_slice(),
+            shares[1].as_slice(),
+        ];
         assert!(combine(&dup).is_err());
         assert!(split(&secret, 2, 3).is_err());
         assert!(split(&secret, 3, 1).is_err());
@@ -158,7 +185,10 @@ mod tests {
             counts[*y as usize] += 1.0;
         }
         let expected = 4096.0 / 256.0;
-        let chi: f64 = counts.iter().map(|c| (c - expected).powi(2) / expected).sum();
+        let chi: f64 = counts
+            .iter()
+            .map(|c| (c - expected).powi(2) / expected)
+            .sum();
         // 255 degrees of freedom: p = 0.0001 at about 339.
         assert!(chi < 339.0, "chi-squared {chi}");
         assert!(counts[0] > 0.0, "zero must be a possible coefficient");

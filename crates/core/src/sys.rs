@@ -28,7 +28,9 @@ pub(crate) fn is_unauthenticated(path: &str) -> bool {
 pub(crate) fn authorizes_itself(path: &str) -> bool {
     // The approvals inbox and access requests check membership and requester themselves
     // (`approvals`): each answer holds only what the caller may see or act on.
-    path.starts_with("internal/ui/mounts") || path.trim_end_matches('/') == "control-group/pending" || path.starts_with("access/requests")
+    path.starts_with("internal/ui/mounts")
+        || path.trim_end_matches('/') == "control-group/pending"
+        || path.starts_with("access/requests")
 }
 
 /// Root-protected `sys/` paths: they need `sudo` on top of the operation's capability.
@@ -67,31 +69,55 @@ impl Core {
         let segments: Vec<&str> = trimmed.split('/').collect();
         let data = &request.data;
         let mut response = match (segments.as_slice(), operation) {
-            (["audit", ..], _) | (["audit-hash", ..], _) => self.handle_audit(state, trimmed, operation, data).await?,
-            (["quotas", "config"], _) | (["quotas", "rate-limit", ..], _) => {
-                self.handle_rate_limit_quotas(state, trimmed, operation, data).await?
+            (["audit", ..], _) | (["audit-hash", ..], _) => {
+                self.handle_audit(state, trimmed, operation, data).await?
             }
-            (["alerts", ..], _) => self.alerts.handle(trimmed.trim_start_matches("alerts"), operation, data).await?,
+            (["quotas", "config"], _) | (["quotas", "rate-limit", ..], _) => {
+                self.handle_rate_limit_quotas(state, trimmed, operation, data)
+                    .await?
+            }
+            (["alerts", ..], _) => {
+                self.alerts
+                    .handle(trimmed.trim_start_matches("alerts"), operation, data)
+                    .await?
+            }
             (["metrics"], Operation::Read) => self.metrics_endpoint(data),
             (["control-group", ..], _) | (["config", "control-group"], _) => {
-                self.handle_control_group(state, trimmed, operation, request, caller).await?
+                self.handle_control_group(state, trimmed, operation, request, caller)
+                    .await?
             }
-            (["access", ..], _) => self.handle_access(state, trimmed, operation, request, caller).await?,
-            (["mounts"], Operation::Read) => Response::with_data(self.mount_listing(state, Table::Secrets)),
-            (["auth"], Operation::Read) => Response::with_data(self.mount_listing(state, Table::Auth)),
+            (["access", ..], _) => {
+                self.handle_access(state, trimmed, operation, request, caller)
+                    .await?
+            }
+            (["mounts"], Operation::Read) => {
+                Response::with_data(self.mount_listing(state, Table::Secrets))
+            }
+            (["auth"], Operation::Read) => {
+                Response::with_data(self.mount_listing(state, Table::Auth))
+            }
             (["mounts", ..], _) | (["auth", ..], _) => {
-                let table = if segments[0] == "mounts" { Table::Secrets } else { Table::Auth };
+                let table = if segments[0] == "mounts" {
+                    Table::Secrets
+                } else {
+                    Table::Auth
+                };
                 let rest = &trimmed[segments[0].len() + 1..];
                 match rest.strip_suffix("/tune") {
                     Some(mount) => self.tune(state, table, mount, operation, data).await?,
-                    None => self.mount_endpoint(state, table, rest, operation, data).await?,
+                    None => {
+                        self.mount_endpoint(state, table, rest, operation, data)
+                            .await?
+                    }
                 }
             }
             (["remount"], op) if op.is_write() => self.remount(state, data).await?,
-            (["remount", "status", id], Operation::Read) => Response::with_data(Core::data_map(json!({
-                "migration_id": id,
-                "migration_info": { "status": "success" },
-            }))),
+            (["remount", "status", id], Operation::Read) => {
+                Response::with_data(Core::data_map(json!({
+                    "migration_id": id,
+                    "migration_info": { "status": "success" },
+                })))
+            }
             (["policy"], Operation::Read) | (["policy"], Operation::List) => {
                 let names = state.policies.names().await?;
                 Response::with_data(Core::data_map(json!({ "policies": names, "keys": names })))
@@ -100,8 +126,14 @@ impl Core {
                 let names = state.policies.names().await?;
                 Response::with_data(Core::data_map(json!({ "keys": names, "policies": names })))
             }
-            (["policy", name], op) => self.policy_endpoint_alerted(state, name, op, data, "rules", caller, request).await?,
-            (["policies", "acl", name], op) => self.policy_endpoint_alerted(state, name, op, data, "policy", caller, request).await?,
+            (["policy", name], op) => {
+                self.policy_endpoint_alerted(state, name, op, data, "rules", caller, request)
+                    .await?
+            }
+            (["policies", "acl", name], op) => {
+                self.policy_endpoint_alerted(state, name, op, data, "policy", caller, request)
+                    .await?
+            }
             (["capabilities-self"], op) if op.is_write() => {
                 let caller = caller.ok_or_else(Error::denied)?;
                 capabilities_response(&caller.acl, data)?
@@ -149,18 +181,28 @@ impl Core {
                 Response::default()
             }
             (["seal"], op) if op.is_write() => {
-                self.alerts.sealed(&crate::alerts::actor(caller, request), self.clock.now());
+                self.alerts
+                    .sealed(&crate::alerts::actor(caller, request), self.clock.now());
                 self.seal().await;
                 Response::default()
             }
             (["step-down"], op) if op.is_write() => Response::default(),
-            (["wrapping", "wrap"], op) if op.is_write() => self.wrap_data(state, request, caller).await?,
-            (["wrapping", "unwrap"], op) if op.is_write() => self.unwrap(state, request, caller).await?,
+            (["wrapping", "wrap"], op) if op.is_write() => {
+                self.wrap_data(state, request, caller).await?
+            }
+            (["wrapping", "unwrap"], op) if op.is_write() => {
+                self.unwrap(state, request, caller).await?
+            }
             (["wrapping", "lookup"], op) if op.is_write() || op == Operation::Read => {
                 self.wrapping_lookup(state, request).await?
             }
-            (["wrapping", "rewrap"], op) if op.is_write() => self.rewrap(state, request, caller).await?,
-            _ if crate::expiration::is_lease_path(trimmed) => self.handle_leases(state, trimmed, operation, request).await?,
+            (["wrapping", "rewrap"], op) if op.is_write() => {
+                self.rewrap(state, request, caller).await?
+            }
+            _ if crate::expiration::is_lease_path(trimmed) => {
+                self.handle_leases(state, trimmed, operation, request)
+                    .await?
+            }
             _ => return Err(Error::UnsupportedPath(format!("sys/{path}"))),
         };
         if response.mount_type.is_empty() {
@@ -186,7 +228,11 @@ impl Core {
             "force_no_cache": entry.config.force_no_cache,
         });
         if entry.table == Table::Auth {
-            config["token_type"] = json!(if entry.config.token_type.is_empty() { "default-service" } else { &entry.config.token_type });
+            config["token_type"] = json!(if entry.config.token_type.is_empty() {
+                "default-service"
+            } else {
+                &entry.config.token_type
+            });
         }
         json!({
             "type": entry.kind,
@@ -217,8 +263,12 @@ impl Core {
         match operation {
             Operation::Read => {
                 let router = state.router();
-                let mounted = router.find(table, &path).ok_or_else(|| Error::invalid(format!("no mount at {path}")))?;
-                Ok(Response::with_data(Core::data_map(self.mount_json(&mounted.entry))))
+                let mounted = router
+                    .find(table, &path)
+                    .ok_or_else(|| Error::invalid(format!("no mount at {path}")))?;
+                Ok(Response::with_data(Core::data_map(
+                    self.mount_json(&mounted.entry),
+                )))
             }
             Operation::Create | Operation::Update => {
                 let mut kind = fields::string(data, "type")?.unwrap_or_default();
@@ -226,7 +276,9 @@ impl Core {
                     return Err(Error::invalid("missing 'type'"));
                 }
                 let mut entry_options = std::collections::BTreeMap::new();
-                if let Some(options) = fields::string_map(data, "options").or_else(|_| loose_string_map(data, "options"))? {
+                if let Some(options) = fields::string_map(data, "options")
+                    .or_else(|_| loose_string_map(data, "options"))?
+                {
                     entry_options = options;
                 }
                 if kind == "kv-v2" {
@@ -236,8 +288,15 @@ impl Core {
                     kind = "kv".into();
                     entry_options.insert("version".into(), "1".into());
                 }
-                if is_reserved(table, &path) || kind == "system" || kind == "token" || kind == "identity" || kind == "cubbyhole" {
-                    return Err(Error::invalid(format!("cannot mount \"{kind}\" of type \"{path}\": path or type is reserved")));
+                if is_reserved(table, &path)
+                    || kind == "system"
+                    || kind == "token"
+                    || kind == "identity"
+                    || kind == "cubbyhole"
+                {
+                    return Err(Error::invalid(format!(
+                        "cannot mount \"{kind}\" of type \"{path}\": path or type is reserved"
+                    )));
                 }
                 if !self.registry().knows(&kind) {
                     return Err(Error::invalid(match table {
@@ -267,13 +326,20 @@ impl Core {
                 }
                 // Leases first, through the engine: a mount whose secrets cannot be revoked stays.
                 self.revoke_mount_leases(state, &mounted).await?;
-                let remaining: Vec<Mounted> = router.all().iter().filter(|m| m.entry.uuid != mounted.entry.uuid).cloned().collect();
+                let remaining: Vec<Mounted> = router
+                    .all()
+                    .iter()
+                    .filter(|m| m.entry.uuid != mounted.entry.uuid)
+                    .cloned()
+                    .collect();
                 self.replace_mounts(state, remaining, &[table]).await?;
                 // The mount is gone from the table first, so no request can reach data being removed.
                 mounted.view.clear("").await?;
                 Ok(Response::default())
             }
-            _ => Err(Error::UnsupportedOperation(format!("sys/mounts/{raw_path}"))),
+            _ => Err(Error::UnsupportedOperation(format!(
+                "sys/mounts/{raw_path}"
+            ))),
         }
     }
 
@@ -289,8 +355,12 @@ impl Core {
         match operation {
             Operation::Read => {
                 let router = state.router();
-                let mounted = router.find(table, &path).ok_or_else(|| Error::invalid(format!("cannot fetch sysview for path \"{path}\"")))?;
-                let info = mounted.entry.info(self.config().default_lease_ttl, self.config().max_lease_ttl);
+                let mounted = router.find(table, &path).ok_or_else(|| {
+                    Error::invalid(format!("cannot fetch sysview for path \"{path}\""))
+                })?;
+                let info = mounted
+                    .entry
+                    .info(self.config().default_lease_ttl, self.config().max_lease_ttl);
                 let mut out = json!({
                     "default_lease_ttl": info.default_lease_ttl,
                     "max_lease_ttl": info.max_lease_ttl,
@@ -302,13 +372,28 @@ impl Core {
                     out["listing_visibility"] = json!(mounted.entry.config.listing_visibility);
                 }
                 if table == Table::Auth {
-                    out["token_type"] = json!(if mounted.entry.config.token_type.is_empty() { "default-service" } else { &mounted.entry.config.token_type });
+                    out["token_type"] = json!(if mounted.entry.config.token_type.is_empty() {
+                        "default-service"
+                    } else {
+                        &mounted.entry.config.token_type
+                    });
                 }
-                for key in ["audit_non_hmac_request_keys", "audit_non_hmac_response_keys", "passthrough_request_headers", "allowed_response_headers"] {
+                for key in [
+                    "audit_non_hmac_request_keys",
+                    "audit_non_hmac_response_keys",
+                    "passthrough_request_headers",
+                    "allowed_response_headers",
+                ] {
                     let list = match key {
-                        "audit_non_hmac_request_keys" => &mounted.entry.config.audit_non_hmac_request_keys,
-                        "audit_non_hmac_response_keys" => &mounted.entry.config.audit_non_hmac_response_keys,
-                        "passthrough_request_headers" => &mounted.entry.config.passthrough_request_headers,
+                        "audit_non_hmac_request_keys" => {
+                            &mounted.entry.config.audit_non_hmac_request_keys
+                        }
+                        "audit_non_hmac_response_keys" => {
+                            &mounted.entry.config.audit_non_hmac_response_keys
+                        }
+                        "passthrough_request_headers" => {
+                            &mounted.entry.config.passthrough_request_headers
+                        }
                         _ => &mounted.entry.config.allowed_response_headers,
                     };
                     if !list.is_empty() {
@@ -324,7 +409,9 @@ impl Core {
                 let index = all
                     .iter()
                     .position(|m| m.entry.table == table && m.entry.path == path)
-                    .ok_or_else(|| Error::invalid(format!("cannot tune \"{path}\": no such mount")))?;
+                    .ok_or_else(|| {
+                        Error::invalid(format!("cannot tune \"{path}\": no such mount"))
+                    })?;
                 let mut entry = all[index].entry.clone();
                 apply_tune(&mut entry, data)?;
                 if let Some(description) = fields::string(data, "description")? {
@@ -332,7 +419,10 @@ impl Core {
                 }
                 if let Some(options) = loose_string_map(data, "options")? {
                     for (k, v) in options {
-                        if k == "version" && entry.options.get("version").is_some_and(|old| old == "2") && v != "2" {
+                        if k == "version"
+                            && entry.options.get("version").is_some_and(|old| old == "2")
+                            && v != "2"
+                        {
                             return Err(Error::invalid("cannot downgrade mount from KV version 2"));
                         }
                         entry.options.insert(k, v);
@@ -342,7 +432,9 @@ impl Core {
                 self.replace_mounts(state, all, &[table]).await?;
                 Ok(Response::default())
             }
-            _ => Err(Error::UnsupportedOperation(format!("sys/mounts/{raw_path}/tune"))),
+            _ => Err(Error::UnsupportedOperation(format!(
+                "sys/mounts/{raw_path}/tune"
+            ))),
         }
     }
 
@@ -352,10 +444,14 @@ impl Core {
         let (from_table, from_path) = split_table(&from)?;
         let (to_table, to_path) = split_table(&to)?;
         if from_table != to_table {
-            return Err(Error::invalid("cannot remount between secrets engines and auth methods"));
+            return Err(Error::invalid(
+                "cannot remount between secrets engines and auth methods",
+            ));
         }
         if is_reserved(to_table, &to_path) {
-            return Err(Error::invalid(format!("cannot remount to reserved path \"{to_path}\"")));
+            return Err(Error::invalid(format!(
+                "cannot remount to reserved path \"{to_path}\""
+            )));
         }
         let _guard = state.mount_lock.lock().await;
         let router = state.router();
@@ -374,12 +470,16 @@ impl Core {
             let other = m.entry.route_path();
             m.entry.uuid != probe.uuid && (other.starts_with(&target) || target.starts_with(&other))
         }) {
-            return Err(Error::invalid(format!("path already in use at \"{to_path}\"")));
+            return Err(Error::invalid(format!(
+                "path already in use at \"{to_path}\""
+            )));
         }
         all[index] = self.mount(probe)?;
         self.replace_mounts(state, all, &[from_table]).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        Ok(Response::with_data(Core::data_map(json!({ "migration_id": id }))))
+        Ok(Response::with_data(Core::data_map(
+            json!({ "migration_id": id }),
+        )))
     }
 
     pub(crate) async fn policy_endpoint(
@@ -393,7 +493,11 @@ impl Core {
         match operation {
             Operation::Read => {
                 let name = normalize(name)?;
-                let raw = state.policies.raw(&name).await?.ok_or_else(Error::not_found)?;
+                let raw = state
+                    .policies
+                    .raw(&name)
+                    .await?
+                    .ok_or_else(Error::not_found)?;
                 let mut out = Map::new();
                 out.insert("name".into(), json!(name));
                 out.insert(field.into(), json!(raw));
@@ -418,10 +522,17 @@ impl Core {
 
     /// `sys/internal/ui/mounts/<path>`: the mount holding a path, for KV version detection.
     /// Allowed when the token has any capability under the mount.
-    fn ui_mount(&self, state: &State, target: &str, caller: Option<&Caller>) -> Result<Response, Error> {
+    fn ui_mount(
+        &self,
+        state: &State,
+        target: &str,
+        caller: Option<&Caller>,
+    ) -> Result<Response, Error> {
         let caller = caller.ok_or_else(Error::denied)?;
         let router = state.router();
-        let route = router.resolve(target).ok_or_else(|| Error::UnsupportedPath(format!("sys/internal/ui/mounts/{target}")))?;
+        let route = router
+            .resolve(target)
+            .ok_or_else(|| Error::UnsupportedPath(format!("sys/internal/ui/mounts/{target}")))?;
         let mount_path = route.mounted.entry.route_path();
         if !caller.acl.has_access_under(&mount_path) {
             return Err(Error::denied());
@@ -447,8 +558,11 @@ fn apply_tune(entry: &mut MountEntry, config: &Map<String, Value>) -> Result<(),
     if let Some(v) = fields::duration(config, "max_lease_ttl")? {
         entry.config.max_lease_ttl = v;
     }
-    if entry.config.max_lease_ttl > 0 && entry.config.default_lease_ttl > entry.config.max_lease_ttl {
-        return Err(Error::invalid("default lease TTL cannot be greater than maximum lease TTL"));
+    if entry.config.max_lease_ttl > 0 && entry.config.default_lease_ttl > entry.config.max_lease_ttl
+    {
+        return Err(Error::invalid(
+            "default lease TTL cannot be greater than maximum lease TTL",
+        ));
     }
     if let Some(v) = fields::boolean(config, "force_no_cache")? {
         entry.config.force_no_cache = v;
@@ -473,10 +587,17 @@ fn apply_tune(entry: &mut MountEntry, config: &Map<String, Value>) -> Result<(),
     }
     if let Some(v) = fields::string(config, "token_type")? {
         if entry.table != Table::Auth {
-            return Err(Error::invalid("'token_type' can only be modified on auth mounts"));
+            return Err(Error::invalid(
+                "'token_type' can only be modified on auth mounts",
+            ));
         }
-        if !matches!(v.as_str(), "default-service" | "default-batch" | "service" | "batch") {
-            return Err(Error::invalid(format!("invalid value for 'token_type': \"{v}\"")));
+        if !matches!(
+            v.as_str(),
+            "default-service" | "default-batch" | "service" | "batch"
+        ) {
+            return Err(Error::invalid(format!(
+                "invalid value for 'token_type': \"{v}\""
+            )));
         }
         entry.config.token_type = v;
     }
@@ -484,7 +605,10 @@ fn apply_tune(entry: &mut MountEntry, config: &Map<String, Value>) -> Result<(),
 }
 
 /// Options maps whose values may be numbers (`{"version": 2}`) as clients send them.
-fn loose_string_map(data: &Map<String, Value>, key: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, Error> {
+fn loose_string_map(
+    data: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, Error> {
     match data.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(
@@ -502,7 +626,10 @@ fn loose_string_map(data: &Map<String, Value>, key: &str) -> Result<Option<std::
     }
 }
 
-fn capabilities_response(acl: &ward_policy::Acl, data: &Map<String, Value>) -> Result<Response, Error> {
+fn capabilities_response(
+    acl: &ward_policy::Acl,
+    data: &Map<String, Value>,
+) -> Result<Response, Error> {
     let mut paths = fields::strings(data, "paths")?.unwrap_or_default();
     if let Some(path) = fields::string(data, "path")? {
         if !path.is_empty() {
@@ -523,4 +650,3 @@ fn capabilities_response(acl: &ward_policy::Acl, data: &Map<String, Value>) -> R
     }
     Ok(Response::with_data(out))
 }
-

@@ -22,7 +22,9 @@ pub struct StorageView {
 
 impl fmt::Debug for StorageView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StorageView").field("prefix", &self.prefix).finish()
+        f.debug_struct("StorageView")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -34,17 +36,26 @@ pub enum ViewOp {
 
 impl StorageView {
     pub fn new(barrier: Arc<Barrier>, prefix: impl Into<String>) -> Self {
-        StorageView { barrier, prefix: prefix.into() }
+        StorageView {
+            barrier,
+            prefix: prefix.into(),
+        }
     }
 
     /// A view on a fresh, unsealed in-memory barrier: for engine tests.
     pub async fn for_tests() -> Result<Self, Error> {
-        Ok(StorageView::new(Barrier::new_unsealed_in_memory().await?, "logical/test/"))
+        Ok(StorageView::new(
+            Barrier::new_unsealed_in_memory().await?,
+            "logical/test/",
+        ))
     }
 
     /// A narrower view below this one.
     pub fn sub(&self, prefix: &str) -> StorageView {
-        StorageView { barrier: self.barrier.clone(), prefix: format!("{}{}", self.prefix, prefix) }
+        StorageView {
+            barrier: self.barrier.clone(),
+            prefix: format!("{}{}", self.prefix, prefix),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -69,8 +80,17 @@ impl StorageView {
     }
 
     /// Keys below `prefix`, recursively, relative to the view, in pages.
-    pub async fn scan(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<String>, Error> {
-        let after = if after.is_empty() { String::new() } else { self.full(after) };
+    pub async fn scan(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
+        let after = if after.is_empty() {
+            String::new()
+        } else {
+            self.full(after)
+        };
         let keys = self.barrier.scan(&self.full(prefix), &after, limit).await?;
         Ok(keys
             .into_iter()
@@ -82,8 +102,13 @@ impl StorageView {
         let ops = ops
             .into_iter()
             .map(|op| match op {
-                ViewOp::Put { key, value } => BarrierOp::Put { path: self.full(&key), value },
-                ViewOp::Delete { key } => BarrierOp::Delete { path: self.full(&key) },
+                ViewOp::Put { key, value } => BarrierOp::Put {
+                    path: self.full(&key),
+                    value,
+                },
+                ViewOp::Delete { key } => BarrierOp::Delete {
+                    path: self.full(&key),
+                },
             })
             .collect();
         self.barrier.transaction(ops).await

@@ -34,11 +34,24 @@ impl Core {
         creation_path: &str,
         _caller: Option<&Caller>,
     ) -> Result<Response, Error> {
-        let (minted, mut wrap_info) = self.mint_wrapping_token(state, ttl, creation_path, None).await?;
-        let stored = serde_json::to_vec(&encode(&response)).map_err(|e| Error::internal(e.to_string()))?;
-        self.cubbyhole(state, &minted.entry.cubbyhole_id)?.put("response", &stored).await?;
-        wrap_info.wrapped_accessor = response.auth.as_ref().map(|a| a.accessor.clone()).unwrap_or_default();
-        Ok(Response { request_id: response.request_id.clone(), wrap_info: Some(wrap_info), ..Response::default() })
+        let (minted, mut wrap_info) = self
+            .mint_wrapping_token(state, ttl, creation_path, None)
+            .await?;
+        let stored =
+            serde_json::to_vec(&encode(&response)).map_err(|e| Error::internal(e.to_string()))?;
+        self.cubbyhole(state, &minted.entry.cubbyhole_id)?
+            .put("response", &stored)
+            .await?;
+        wrap_info.wrapped_accessor = response
+            .auth
+            .as_ref()
+            .map(|a| a.accessor.clone())
+            .unwrap_or_default();
+        Ok(Response {
+            request_id: response.request_id.clone(),
+            wrap_info: Some(wrap_info),
+            ..Response::default()
+        })
     }
 
     /// Mints a single-use wrapping token with the `response-wrapping` policy. `marker`, when
@@ -99,21 +112,34 @@ impl Core {
     }
 
     /// `sys/wrapping/wrap`: wraps the request body itself.
-    pub(crate) async fn wrap_data(&self, state: &State, request: &Request, caller: Option<&Caller>) -> Result<Response, Error> {
+    pub(crate) async fn wrap_data(
+        &self,
+        state: &State,
+        request: &Request,
+        caller: Option<&Caller>,
+    ) -> Result<Response, Error> {
         let ttl = request
             .wrap_ttl
             .ok_or_else(|| Error::invalid("no wrap TTL given: set the X-Vault-Wrap-TTL header"))?;
         let response = Response::with_data(request.data.clone());
-        self.wrap_response(state, response, ttl, "sys/wrapping/wrap", caller).await
+        self.wrap_response(state, response, ttl, "sys/wrapping/wrap", caller)
+            .await
     }
 
     /// `sys/wrapping/unwrap`: returns the wrapped response once.
-    pub(crate) async fn unwrap(&self, state: &Arc<State>, request: &Request, caller: Option<&Caller>) -> Result<Response, Error> {
+    pub(crate) async fn unwrap(
+        &self,
+        state: &Arc<State>,
+        request: &Request,
+        caller: Option<&Caller>,
+    ) -> Result<Response, Error> {
         let token = wrapping_token(request, caller)?;
         let guard = state.unwrap_lock.lock().await;
         if let Some(entry) = self.control_group_token(state, &token).await? {
             drop(guard);
-            return self.unwrap_control_group(state, &entry, request, caller).await;
+            return self
+                .unwrap_control_group(state, &entry, request, caller)
+                .await;
         }
         let (entry, stored) = self.wrapped(state, &token).await?;
         self.remove_token(state, &entry).await?;
@@ -123,7 +149,11 @@ impl Core {
     }
 
     /// `sys/wrapping/lookup`: facts about a wrapping token, without using it.
-    pub(crate) async fn wrapping_lookup(&self, state: &State, request: &Request) -> Result<Response, Error> {
+    pub(crate) async fn wrapping_lookup(
+        &self,
+        state: &State,
+        request: &Request,
+    ) -> Result<Response, Error> {
         let token = fields::string(&request.data, "token")?
             .filter(|t| !t.is_empty())
             .or_else(|| request.token.as_ref().map(|t| t.as_str().to_string()))
@@ -142,24 +172,43 @@ impl Core {
     }
 
     /// `sys/wrapping/rewrap`: moves a wrapped response to a new token with the same TTL.
-    pub(crate) async fn rewrap(&self, state: &Arc<State>, request: &Request, caller: Option<&Caller>) -> Result<Response, Error> {
+    pub(crate) async fn rewrap(
+        &self,
+        state: &Arc<State>,
+        request: &Request,
+        caller: Option<&Caller>,
+    ) -> Result<Response, Error> {
         let token = wrapping_token(request, caller)?;
         let _guard = state.unwrap_lock.lock().await;
         let (entry, stored) = self.wrapped(state, &token).await?;
         let response = decode(&stored)?;
         let path = entry.meta.get("creation_path").cloned().unwrap_or_default();
-        let wrapped = self.wrap_response(state, response, entry.creation_ttl, &path, caller).await?;
+        let wrapped = self
+            .wrap_response(state, response, entry.creation_ttl, &path, caller)
+            .await?;
         self.remove_token(state, &entry).await?;
         Ok(wrapped)
     }
 
     /// The entry of a wrapping token that stands for a pending control-group request.
-    async fn control_group_token(&self, state: &State, token: &str) -> Result<Option<Arc<TokenEntry>>, Error> {
+    async fn control_group_token(
+        &self,
+        state: &State,
+        token: &str,
+    ) -> Result<Option<Arc<TokenEntry>>, Error> {
         let entry = state.tokens.lookup(token, self.now_unix()).await?;
-        Ok(entry.filter(|e| e.wrapping && e.meta.contains_key(crate::approvals::control_group::TOKEN_MARKER)))
+        Ok(entry.filter(|e| {
+            e.wrapping
+                && e.meta
+                    .contains_key(crate::approvals::control_group::TOKEN_MARKER)
+        }))
     }
 
-    async fn wrapped(&self, state: &State, token: &str) -> Result<(Arc<TokenEntry>, Vec<u8>), Error> {
+    async fn wrapped(
+        &self,
+        state: &State,
+        token: &str,
+    ) -> Result<(Arc<TokenEntry>, Vec<u8>), Error> {
         let entry = state
             .tokens
             .lookup(token, self.now_unix())
@@ -209,36 +258,53 @@ fn encode(response: &Response) -> Value {
 }
 
 fn decode(bytes: &[u8]) -> Result<Response, Error> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|_| Error::internal("wrapped response is corrupt"))?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|_| Error::internal("wrapped response is corrupt"))?;
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let data = match value.get("data") {
         Some(Value::Object(m)) => Some(m.clone()),
         _ => None,
     };
-    let lease = value.get("lease").filter(|l| l.is_object()).map(|l| LeaseResponse {
-        lease_id: l["lease_id"].as_str().unwrap_or_default().to_string(),
-        lease_duration: l["lease_duration"].as_u64().unwrap_or(0),
-        renewable: l["renewable"].as_bool().unwrap_or(false),
-    });
-    let auth = value.get("auth").filter(|a| a.is_object()).map(|a| AuthResponse {
-        client_token: a["client_token"].as_str().unwrap_or_default().to_string(),
-        accessor: a["accessor"].as_str().unwrap_or_default().to_string(),
-        policies: strings(&a["policies"]),
-        token_policies: strings(&a["token_policies"]),
-        identity_policies: strings(&a["identity_policies"]),
-        metadata: a["metadata"]
-            .as_object()
-            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-            .unwrap_or_default(),
-        lease_duration: a["lease_duration"].as_u64().unwrap_or(0),
-        renewable: a["renewable"].as_bool().unwrap_or(false),
-        entity_id: a["entity_id"].as_str().unwrap_or_default().to_string(),
-        token_type: a["token_type"].as_str().unwrap_or_default().to_string(),
-        orphan: a["orphan"].as_bool().unwrap_or(false),
-        num_uses: a["num_uses"].as_u64().unwrap_or(0),
-    });
+    let lease = value
+        .get("lease")
+        .filter(|l| l.is_object())
+        .map(|l| LeaseResponse {
+            lease_id: l["lease_id"].as_str().unwrap_or_default().to_string(),
+            lease_duration: l["lease_duration"].as_u64().unwrap_or(0),
+            renewable: l["renewable"].as_bool().unwrap_or(false),
+        });
+    let auth = value
+        .get("auth")
+        .filter(|a| a.is_object())
+        .map(|a| AuthResponse {
+            client_token: a["client_token"].as_str().unwrap_or_default().to_string(),
+            accessor: a["accessor"].as_str().unwrap_or_default().to_string(),
+            policies: strings(&a["policies"]),
+            token_policies: strings(&a["token_policies"]),
+            identity_policies: strings(&a["identity_policies"]),
+            metadata: a["metadata"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            lease_duration: a["lease_duration"].as_u64().unwrap_or(0),
+            renewable: a["renewable"].as_bool().unwrap_or(false),
+            entity_id: a["entity_id"].as_str().unwrap_or_default().to_string(),
+            token_type: a["token_type"].as_str().unwrap_or_default().to_string(),
+            orphan: a["orphan"].as_bool().unwrap_or(false),
+            num_uses: a["num_uses"].as_u64().unwrap_or(0),
+        });
     Ok(Response {
         data,
         lease,
@@ -249,4 +315,3 @@ fn decode(bytes: &[u8]) -> Result<Response, Error> {
         ..Response::default()
     })
 }
-

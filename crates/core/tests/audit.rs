@@ -554,10 +554,7 @@ async fn a_full_disk_fails_requests_closed_and_nothing_runs() {
         json!({"data": body}),
     )
     .await;
-    assert!(
-        matches!(&write, Err(Error::AuditFailed)),
-        "{write:?}"
-    );
+    assert!(matches!(&write, Err(Error::AuditFailed)), "{write:?}");
     // The client is told why: a refusal it can act on, not an opaque internal error.
     assert_eq!(
         Error::AuditFailed.client_messages(),

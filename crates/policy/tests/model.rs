@@ -311,6 +311,9 @@ path "sys/*" { capabilities = ["read"] }"#,
     assert!(acl.has_access_under("secret/"), "a rule below the mount");
     assert!(!acl.has_access_under("kv/"), "a deny grants nothing");
     assert!(!acl.has_access_under("other/"));
-    assert!(acl.has_access_under("sys/internal/"), "a glob above the prefix reaches it");
+    assert!(
+        acl.has_access_under("sys/internal/"),
+        "a glob above the prefix reaches it"
+    );
     assert!(Acl::root().has_access_under("anything/"));
 }

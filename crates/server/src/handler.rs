@@ -126,15 +126,24 @@ impl Handler {
             return crate::raw::handle(&self.core, endpoint, request, self.max_request_size).await;
         }
         let prometheus = path == "sys/metrics"
-            && request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "format=prometheus"));
-        if path == "sys/metrics" && self.unauthenticated_metrics && token(request.headers()).ok().flatten().is_none() {
+            && request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "format=prometheus"));
+        if path == "sys/metrics"
+            && self.unauthenticated_metrics
+            && token(request.headers()).ok().flatten().is_none()
+        {
             if self.core.is_sealed() {
                 return core_error(Error::Sealed, "");
             }
             return if prometheus {
                 prometheus_response(self.core.metrics_prometheus())
             } else {
-                json_response(StatusCode::OK, self.core.metrics_json().to_string().into_bytes())
+                json_response(
+                    StatusCode::OK,
+                    self.core.metrics_json().to_string().into_bytes(),
+                )
             };
         }
         match self.logical(request, path, remote_address).await {
@@ -192,7 +201,13 @@ impl Handler {
         let metrics = core_request.path == "sys/metrics";
         match self.core.handle_request(core_request).await {
             // Prometheus scrapes get the text format itself, not an envelope around it.
-            Ok(response) if metrics && response.data.as_ref().is_some_and(|d| d.contains_key("prometheus")) => {
+            Ok(response)
+                if metrics
+                    && response
+                        .data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key("prometheus")) =>
+            {
                 let text = response
                     .data
                     .as_ref()
@@ -205,7 +220,9 @@ impl Handler {
             // The JSON form is the metrics object itself, as Vault serves it.
             Ok(response) if metrics => Ok(json_response(
                 StatusCode::OK,
-                Value::Object(response.data.unwrap_or_default()).to_string().into_bytes(),
+                Value::Object(response.data.unwrap_or_default())
+                    .to_string()
+                    .into_bytes(),
             )),
             Ok(response) if response.is_empty() => Ok(no_content()),
             Ok(response) => Ok(envelope_response(StatusCode::OK, response, inject, None)),

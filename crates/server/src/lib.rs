@@ -110,7 +110,9 @@ pub fn build_core(config: &config::Config, physical: Arc<dyn Physical>) -> Arc<C
     if tokio::runtime::Handle::try_current().is_ok() {
         match alert_webhook::WebhookTransport::new() {
             Ok(transport) => core.set_alert_transport(Arc::new(transport)),
-            Err(e) => tracing::warn!(error = %e, "alert webhooks are unavailable; alerts stay pending"),
+            Err(e) => {
+                tracing::warn!(error = %e, "alert webhooks are unavailable; alerts stay pending")
+            }
         }
     }
     core

@@ -57,13 +57,20 @@ where
         (Endpoint::RootAttempt, Method::PUT | Method::POST) => {
             let data = read_object(request, limit).await?;
             if string(&data, "pgp_key")?.is_some_and(|k| !k.is_empty()) {
-                return Err(bad_request("PGP-encrypted root tokens are not supported; use an OTP"));
+                return Err(bad_request(
+                    "PGP-encrypted root tokens are not supported; use an OTP",
+                ));
             }
-            root(core.generate_root_start(string(&data, "otp")?.filter(|o| !o.is_empty())).await)
+            root(
+                core.generate_root_start(string(&data, "otp")?.filter(|o| !o.is_empty()))
+                    .await,
+            )
         }
         (Endpoint::RootAttempt, Method::DELETE) => {
             let nonce = nonce(query_nonce, request, limit).await?;
-            core.generate_root_cancel(&nonce).await.map_err(core_failure)?;
+            core.generate_root_cancel(&nonce)
+                .await
+                .map_err(core_failure)?;
             Ok(no_content())
         }
         (Endpoint::RootUpdate, Method::PUT | Method::POST) => {
@@ -74,15 +81,23 @@ where
         (Endpoint::RekeyInit, Method::GET) => rekey(core.rekey_status().await),
         (Endpoint::RekeyInit, Method::PUT | Method::POST) => {
             let data = read_object(request, limit).await?;
-            if data.get("pgp_keys").is_some_and(|v| !v.is_null() && v != &json!([])) {
+            if data
+                .get("pgp_keys")
+                .is_some_and(|v| !v.is_null() && v != &json!([]))
+            {
                 return Err(bad_request("PGP-encrypted key shares are not supported"));
             }
             if data.get("backup").and_then(Value::as_bool).unwrap_or(false) {
-                return Err(bad_request("key backup is not supported (it needs PGP keys)"));
+                return Err(bad_request(
+                    "key backup is not supported (it needs PGP keys)",
+                ));
             }
             let shares = number(&data, "secret_shares")?;
             let threshold = number(&data, "secret_threshold")?;
-            let verify = data.get("require_verification").and_then(Value::as_bool).unwrap_or(false);
+            let verify = data
+                .get("require_verification")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             rekey(core.rekey_start(shares, threshold, verify).await)
         }
         (Endpoint::RekeyInit, Method::DELETE) | (Endpoint::RekeyVerify, Method::DELETE) => {
@@ -139,8 +154,16 @@ fn rekey(result: Result<RekeyStatus, ward_core::Error>) -> Result<HttpResponse, 
         "complete": status.complete,
     });
     if !status.keys.is_empty() {
-        body["keys"] = json!(status.keys.iter().map(|k| hex::encode(k.as_slice())).collect::<Vec<_>>());
-        body["keys_base64"] = json!(status.keys.iter().map(|k| STANDARD.encode(k.as_slice())).collect::<Vec<_>>());
+        body["keys"] = json!(status
+            .keys
+            .iter()
+            .map(|k| hex::encode(k.as_slice()))
+            .collect::<Vec<_>>());
+        body["keys_base64"] = json!(status
+            .keys
+            .iter()
+            .map(|k| STANDARD.encode(k.as_slice()))
+            .collect::<Vec<_>>());
     }
     if !status.verification_nonce.is_empty() {
         body["verification_nonce"] = json!(status.verification_nonce);
@@ -165,13 +188,20 @@ fn number(data: &Map<String, Value>, key: &str) -> Result<u32, Failure> {
 }
 
 fn share_and_nonce(data: &Map<String, Value>) -> Result<(Vec<u8>, String), Failure> {
-    let key = string(data, "key")?.filter(|k| !k.is_empty()).ok_or_else(|| bad_request("'key' must be specified"))?;
-    let share = decode_key(&key).ok_or_else(|| bad_request("'key' must be a valid hex or base64 string"))?;
+    let key = string(data, "key")?
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| bad_request("'key' must be specified"))?;
+    let share = decode_key(&key)
+        .ok_or_else(|| bad_request("'key' must be a valid hex or base64 string"))?;
     let nonce = string(data, "nonce")?.unwrap_or_default();
     Ok((share, nonce))
 }
 
-async fn nonce<B>(from_query: Option<String>, request: http::Request<B>, limit: Option<u64>) -> Result<String, Failure>
+async fn nonce<B>(
+    from_query: Option<String>,
+    request: http::Request<B>,
+    limit: Option<u64>,
+) -> Result<String, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

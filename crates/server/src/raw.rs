@@ -107,7 +107,10 @@ where
     Ok(body::parse_object(&bytes)?)
 }
 
-pub(crate) fn ok_json<T: Serialize>(status: StatusCode, value: &T) -> Result<HttpResponse, Failure> {
+pub(crate) fn ok_json<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<HttpResponse, Failure> {
     let body = serde_json::to_vec(value)
         .map_err(|e| core_failure(ward_core::Error::internal(e.to_string())))?;
     Ok(json_response(status, body))

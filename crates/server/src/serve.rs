@@ -158,7 +158,8 @@ impl Running {
 /// Reopens file audit devices on every SIGHUP, for log rotation: the rotating tool renames
 /// the file, sends SIGHUP, and the next entry starts the new file (the hash chain continues).
 pub fn reopen_audit_on_sighup(core: Arc<Core>) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
         tracing::warn!("cannot listen for SIGHUP; audit files will not be reopened on rotation");
         return;
     };

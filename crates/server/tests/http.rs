@@ -917,11 +917,16 @@ fn assert_prometheus(text: &str) {
         if line.starts_with('#') {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
         assert!(value.parse::<f64>().is_ok(), "not a number in {line:?}");
         let name = series.split('{').next().unwrap_or_default();
         assert!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line:?}"
         );
     }
@@ -933,17 +938,28 @@ async fn metrics_in_prometheus_and_json_with_a_token_and_optionally_without() {
     call(&handler, "GET", "/v1/sys/mounts", "").await;
     let scrape = call(&handler, "GET", "/v1/sys/metrics?format=prometheus", "").await;
     assert_eq!(scrape.status, StatusCode::OK);
-    assert_eq!(scrape.content_type.as_deref(), Some("text/plain; version=0.0.4"));
+    assert_eq!(
+        scrape.content_type.as_deref(),
+        Some("text/plain; version=0.0.4")
+    );
     assert_prometheus(&String::from_utf8_lossy(&scrape.body));
     let json = call(&handler, "GET", "/v1/sys/metrics", "").await;
     assert_eq!(json.status, StatusCode::OK);
     assert!(json.json().is_object());
 
     // Without a token: denied by default, served when the listener allows it.
-    let anonymous = send(&handler, request("GET", "/v1/sys/metrics?format=prometheus", None, "")).await;
+    let anonymous = send(
+        &handler,
+        request("GET", "/v1/sys/metrics?format=prometheus", None, ""),
+    )
+    .await;
     assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
     let open = dev_handler().await.with_unauthenticated_metrics(true);
-    let anonymous = send(&open, request("GET", "/v1/sys/metrics?format=prometheus", None, "")).await;
+    let anonymous = send(
+        &open,
+        request("GET", "/v1/sys/metrics?format=prometheus", None, ""),
+    )
+    .await;
     assert_eq!(anonymous.status, StatusCode::OK);
     assert_prometheus(&String::from_utf8_lossy(&anonymous.body));
 }

@@ -10,9 +10,9 @@
 mod args;
 mod client;
 mod commands;
-mod policy_tools;
 mod help;
 mod output;
+mod policy_tools;
 mod server;
 
 use std::process::ExitCode;

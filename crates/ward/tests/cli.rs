@@ -1025,7 +1025,11 @@ fn policy_verbs_and_fmt() {
     // Findings are validate's output (stdout), as a linter's are; the exit code says error.
     let validated = ward(&["policy", "validate", &repo.display().to_string()]);
     assert_eq!(validated.code, Some(1), "{}", validated.stdout);
-    assert!(validated.stdout.contains("unknown capability \"fly\""), "{}", validated.stdout);
+    assert!(
+        validated.stdout.contains("unknown capability \"fly\""),
+        "{}",
+        validated.stdout
+    );
 }
 
 #[test]

@@ -31,17 +31,29 @@ impl Core {
         let mut response = match (segments.as_slice(), operation) {
             (["entity"], _) if write => {
                 let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() { None } else { store.entity(&id).await? };
+                let existing = if id.is_empty() {
+                    None
+                } else {
+                    store.entity(&id).await?
+                };
                 let entity = apply_entity(existing.unwrap_or_else(|| new_entity(&id)), data)?;
                 let entity = store.put_entity(entity, now).await?;
-                Response::with_data(obj(json!({ "id": entity.id, "name": entity.name, "aliases": Value::Null })))
+                Response::with_data(obj(
+                    json!({ "id": entity.id, "name": entity.name, "aliases": Value::Null }),
+                ))
             }
             (["entity", "id"], Operation::List) => list_entities(store, false).await?,
             (["entity", "name"], Operation::List) => list_entities(store, true).await?,
             (["entity", by @ ("id" | "name"), key], op) => {
-                let found = if *by == "id" { store.entity(key).await? } else { store.entity_by_name(key).await? };
+                let found = if *by == "id" {
+                    store.entity(key).await?
+                } else {
+                    store.entity_by_name(key).await?
+                };
                 match op {
-                    Operation::Read => Response::with_data(entity_json(store, &found.ok_or_else(Error::not_found)?).await?),
+                    Operation::Read => Response::with_data(
+                        entity_json(store, &found.ok_or_else(Error::not_found)?).await?,
+                    ),
                     Operation::Delete => {
                         if let Some(entity) = found {
                             store.delete_entity(&entity.id).await?;
@@ -51,7 +63,10 @@ impl Core {
                     op if op.is_write() => {
                         let base = match (found, *by) {
                             (Some(entity), _) => entity,
-                            (None, "name") => Entity { name: key.to_string(), ..new_entity("") },
+                            (None, "name") => Entity {
+                                name: key.to_string(),
+                                ..new_entity("")
+                            },
                             (None, _) => return Err(Error::invalid("entity not found")),
                         };
                         let entity = store.put_entity(apply_entity(base, data)?, now).await?;
@@ -62,29 +77,52 @@ impl Core {
             }
             (["entity-alias"], _) if write => {
                 let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() { None } else { store.alias(&id).await? };
-                let alias = apply_alias(existing.unwrap_or_else(|| Alias { id: uuid::Uuid::new_v4().to_string(), ..Alias::default() }), data)?;
+                let existing = if id.is_empty() {
+                    None
+                } else {
+                    store.alias(&id).await?
+                };
+                let alias = apply_alias(
+                    existing.unwrap_or_else(|| Alias {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        ..Alias::default()
+                    }),
+                    data,
+                )?;
                 self.check_accessor(state, &alias.mount_accessor)?;
                 let alias = store.put_alias(alias, now).await?;
-                Response::with_data(obj(json!({ "id": alias.id, "canonical_id": alias.canonical_id })))
+                Response::with_data(obj(
+                    json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
+                ))
             }
             (["entity-alias", "id"], Operation::List) => list_ids(store, "alias").await?,
             (["entity-alias", "id", id], op) => match op {
-                Operation::Read => Response::with_data(alias_json(&store.alias(id).await?.ok_or_else(Error::not_found)?)),
+                Operation::Read => Response::with_data(alias_json(
+                    &store.alias(id).await?.ok_or_else(Error::not_found)?,
+                )),
                 Operation::Delete => {
                     store.delete_alias(id).await?;
                     Response::default()
                 }
                 op if op.is_write() => {
-                    let alias = store.alias(id).await?.ok_or_else(|| Error::invalid("alias not found"))?;
+                    let alias = store
+                        .alias(id)
+                        .await?
+                        .ok_or_else(|| Error::invalid("alias not found"))?;
                     let alias = store.put_alias(apply_alias(alias, data)?, now).await?;
-                    Response::with_data(obj(json!({ "id": alias.id, "canonical_id": alias.canonical_id })))
+                    Response::with_data(obj(
+                        json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
+                    ))
                 }
                 _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
             },
             (["group"], _) if write => {
                 let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() { None } else { store.group(&id).await? };
+                let existing = if id.is_empty() {
+                    None
+                } else {
+                    store.group(&id).await?
+                };
                 let group = apply_group(existing.unwrap_or_else(|| new_group(&id)), data)?;
                 let group = store.put_group(group, now).await?;
                 Response::with_data(obj(json!({ "id": group.id, "name": group.name })))
@@ -92,9 +130,15 @@ impl Core {
             (["group", "id"], Operation::List) => list_groups(store, false).await?,
             (["group", "name"], Operation::List) => list_groups(store, true).await?,
             (["group", by @ ("id" | "name"), key], op) => {
-                let found = if *by == "id" { store.group(key).await? } else { store.group_by_name(key).await? };
+                let found = if *by == "id" {
+                    store.group(key).await?
+                } else {
+                    store.group_by_name(key).await?
+                };
                 match op {
-                    Operation::Read => Response::with_data(group_json(store, &found.ok_or_else(Error::not_found)?).await?),
+                    Operation::Read => Response::with_data(
+                        group_json(store, &found.ok_or_else(Error::not_found)?).await?,
+                    ),
                     Operation::Delete => {
                         if let Some(group) = found {
                             store.delete_group(&group.id).await?;
@@ -104,7 +148,10 @@ impl Core {
                     op if op.is_write() => {
                         let base = match (found, *by) {
                             (Some(group), _) => group,
-                            (None, "name") => Group { name: key.to_string(), ..new_group("") },
+                            (None, "name") => Group {
+                                name: key.to_string(),
+                                ..new_group("")
+                            },
                             (None, _) => return Err(Error::invalid("group not found")),
                         };
                         let group = store.put_group(apply_group(base, data)?, now).await?;
@@ -115,11 +162,23 @@ impl Core {
             }
             (["group-alias"], _) if write => {
                 let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() { None } else { store.group_alias(&id).await? };
-                let alias = apply_group_alias(existing.unwrap_or_else(|| GroupAlias { id: uuid::Uuid::new_v4().to_string(), ..GroupAlias::default() }), data)?;
+                let existing = if id.is_empty() {
+                    None
+                } else {
+                    store.group_alias(&id).await?
+                };
+                let alias = apply_group_alias(
+                    existing.unwrap_or_else(|| GroupAlias {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        ..GroupAlias::default()
+                    }),
+                    data,
+                )?;
                 self.check_accessor(state, &alias.mount_accessor)?;
                 let alias = store.put_group_alias(alias, now).await?;
-                Response::with_data(obj(json!({ "id": alias.id, "canonical_id": alias.canonical_id })))
+                Response::with_data(obj(
+                    json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
+                ))
             }
             (["group-alias", "id"], Operation::List) => list_ids(store, "group-alias").await?,
             (["group-alias", "id", id], op) => match op {
@@ -132,9 +191,16 @@ impl Core {
                     Response::default()
                 }
                 op if op.is_write() => {
-                    let alias = store.group_alias(id).await?.ok_or_else(|| Error::invalid("group alias not found"))?;
-                    let alias = store.put_group_alias(apply_group_alias(alias, data)?, now).await?;
-                    Response::with_data(obj(json!({ "id": alias.id, "canonical_id": alias.canonical_id })))
+                    let alias = store
+                        .group_alias(id)
+                        .await?
+                        .ok_or_else(|| Error::invalid("group alias not found"))?;
+                    let alias = store
+                        .put_group_alias(apply_group_alias(alias, data)?, now)
+                        .await?;
+                    Response::with_data(obj(
+                        json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
+                    ))
                 }
                 _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
             },
@@ -155,7 +221,9 @@ impl Core {
     fn check_accessor(&self, state: &State, accessor: &str) -> Result<(), Error> {
         match state.router().find_by_accessor(accessor) {
             Some(m) if m.entry.table == crate::mounts::Table::Auth => Ok(()),
-            _ => Err(Error::invalid(format!("invalid mount accessor \"{accessor}\""))),
+            _ => Err(Error::invalid(format!(
+                "invalid mount accessor \"{accessor}\""
+            ))),
         }
     }
 }
@@ -168,23 +236,44 @@ fn obj(value: Value) -> Map<String, Value> {
 }
 
 fn new_entity(id: &str) -> Entity {
-    let id = if id.is_empty() { uuid::Uuid::new_v4().to_string() } else { id.to_string() };
-    Entity { name: format!("entity_{}", &id[..id.len().min(8)]), id, ..Entity::default() }
+    let id = if id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        id.to_string()
+    };
+    Entity {
+        name: format!("entity_{}", &id[..id.len().min(8)]),
+        id,
+        ..Entity::default()
+    }
 }
 
 fn new_group(id: &str) -> Group {
-    let id = if id.is_empty() { uuid::Uuid::new_v4().to_string() } else { id.to_string() };
-    Group { name: format!("group_{}", &id[..id.len().min(8)]), id, kind: "internal".into(), ..Group::default() }
+    let id = if id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        id.to_string()
+    };
+    Group {
+        name: format!("group_{}", &id[..id.len().min(8)]),
+        id,
+        kind: "internal".into(),
+        ..Group::default()
+    }
 }
 
 /// Policy names for identity objects: normalised, and never `root` (CVE-2025-5999).
 fn identity_policies(data: &Map<String, Value>) -> Result<Option<Vec<String>>, Error> {
-    let Some(list) = fields::strings(data, "policies")? else { return Ok(None) };
+    let Some(list) = fields::strings(data, "policies")? else {
+        return Ok(None);
+    };
     let mut out = Vec::new();
     for name in list {
         let name = normalize(&name)?;
         if name == "root" {
-            return Err(Error::invalid("the \"root\" policy cannot be attached to an identity"));
+            return Err(Error::invalid(
+                "the \"root\" policy cannot be attached to an identity",
+            ));
         }
         out.push(name);
     }
@@ -247,7 +336,10 @@ fn apply_group(mut group: Group, data: &Map<String, Value>) -> Result<Group, Err
     Ok(group)
 }
 
-fn apply_group_alias(mut alias: GroupAlias, data: &Map<String, Value>) -> Result<GroupAlias, Error> {
+fn apply_group_alias(
+    mut alias: GroupAlias,
+    data: &Map<String, Value>,
+) -> Result<GroupAlias, Error> {
     if let Some(v) = fields::string(data, "name")? {
         alias.name = v;
     }
@@ -286,10 +378,19 @@ fn group_alias_json(alias: &GroupAlias) -> Map<String, Value> {
 }
 
 async fn entity_json(store: &IdentityStore, entity: &Entity) -> Result<Map<String, Value>, Error> {
-    let aliases: Vec<Value> = store.aliases_of(&entity.id).await?.iter().map(|a| Value::Object(alias_json(a))).collect();
+    let aliases: Vec<Value> = store
+        .aliases_of(&entity.id)
+        .await?
+        .iter()
+        .map(|a| Value::Object(alias_json(a)))
+        .collect();
     let direct = store.direct_groups(&entity.id).await?;
     let resolved = store.resolve(&entity.id).await?;
-    let inherited: Vec<&String> = resolved.group_ids.iter().filter(|g| !direct.contains(g)).collect();
+    let inherited: Vec<&String> = resolved
+        .group_ids
+        .iter()
+        .filter(|g| !direct.contains(g))
+        .collect();
     Ok(obj(json!({
         "id": entity.id,
         "name": entity.name,
@@ -336,7 +437,11 @@ async fn list_entities(store: &IdentityStore, by_name: bool) -> Result<Response,
     let mut key_info = BTreeMap::new();
     for id in store.ids("entity").await? {
         if let Some(entity) = store.entity(&id).await? {
-            let key = if by_name { entity.name.clone() } else { entity.id.clone() };
+            let key = if by_name {
+                entity.name.clone()
+            } else {
+                entity.id.clone()
+            };
             key_info.insert(key.clone(), json!({ "id": entity.id, "name": entity.name }));
             keys.push(key);
         }
@@ -345,7 +450,9 @@ async fn list_entities(store: &IdentityStore, by_name: bool) -> Result<Response,
     if keys.is_empty() {
         return Err(Error::not_found());
     }
-    Ok(Response::with_data(obj(json!({ "keys": keys, "key_info": key_info }))))
+    Ok(Response::with_data(obj(
+        json!({ "keys": keys, "key_info": key_info }),
+    )))
 }
 
 async fn list_groups(store: &IdentityStore, by_name: bool) -> Result<Response, Error> {
@@ -353,8 +460,15 @@ async fn list_groups(store: &IdentityStore, by_name: bool) -> Result<Response, E
     let mut key_info = BTreeMap::new();
     for id in store.ids("group").await? {
         if let Some(group) = store.group(&id).await? {
-            let key = if by_name { group.name.clone() } else { group.id.clone() };
-            key_info.insert(key.clone(), json!({ "id": group.id, "name": group.name, "type": group.kind }));
+            let key = if by_name {
+                group.name.clone()
+            } else {
+                group.id.clone()
+            };
+            key_info.insert(
+                key.clone(),
+                json!({ "id": group.id, "name": group.name, "type": group.kind }),
+            );
             keys.push(key);
         }
     }
@@ -362,7 +476,9 @@ async fn list_groups(store: &IdentityStore, by_name: bool) -> Result<Response, E
     if keys.is_empty() {
         return Err(Error::not_found());
     }
-    Ok(Response::with_data(obj(json!({ "keys": keys, "key_info": key_info }))))
+    Ok(Response::with_data(obj(
+        json!({ "keys": keys, "key_info": key_info }),
+    )))
 }
 
 async fn list_ids(store: &IdentityStore, kind: &str) -> Result<Response, Error> {
@@ -373,7 +489,10 @@ async fn list_ids(store: &IdentityStore, kind: &str) -> Result<Response, Error> 
     Ok(Response::with_data(obj(json!({ "keys": keys }))))
 }
 
-async fn lookup_entity(store: &IdentityStore, data: &Map<String, Value>) -> Result<Option<Entity>, Error> {
+async fn lookup_entity(
+    store: &IdentityStore,
+    data: &Map<String, Value>,
+) -> Result<Option<Entity>, Error> {
     if let Some(id) = fields::string(data, "id")?.filter(|s| !s.is_empty()) {
         return store.entity(&id).await;
     }
@@ -389,7 +508,9 @@ async fn lookup_entity(store: &IdentityStore, data: &Map<String, Value>) -> Resu
     let name = fields::string(data, "alias_name")?.unwrap_or_default();
     let accessor = fields::string(data, "alias_mount_accessor")?.unwrap_or_default();
     if name.is_empty() || accessor.is_empty() {
-        return Err(Error::invalid("one of id, name, alias_id, or alias_name with alias_mount_accessor is required"));
+        return Err(Error::invalid(
+            "one of id, name, alias_id, or alias_name with alias_mount_accessor is required",
+        ));
     }
     match store.alias_by_name(&accessor, &name).await? {
         Some(alias) => store.entity(&alias.canonical_id).await,
@@ -397,7 +518,10 @@ async fn lookup_entity(store: &IdentityStore, data: &Map<String, Value>) -> Resu
     }
 }
 
-async fn lookup_group(store: &IdentityStore, data: &Map<String, Value>) -> Result<Option<Group>, Error> {
+async fn lookup_group(
+    store: &IdentityStore,
+    data: &Map<String, Value>,
+) -> Result<Option<Group>, Error> {
     if let Some(id) = fields::string(data, "id")?.filter(|s| !s.is_empty()) {
         return store.group(&id).await;
     }
@@ -413,7 +537,9 @@ async fn lookup_group(store: &IdentityStore, data: &Map<String, Value>) -> Resul
     let name = fields::string(data, "alias_name")?.unwrap_or_default();
     let accessor = fields::string(data, "alias_mount_accessor")?.unwrap_or_default();
     if name.is_empty() || accessor.is_empty() {
-        return Err(Error::invalid("one of id, name, alias_id, or alias_name with alias_mount_accessor is required"));
+        return Err(Error::invalid(
+            "one of id, name, alias_id, or alias_name with alias_mount_accessor is required",
+        ));
     }
     match store.group_alias_by_name(&accessor, &name).await? {
         Some(alias) => store.group(&alias.canonical_id).await,

@@ -120,7 +120,11 @@ impl IdentityStore {
     }
 
     pub async fn entity_by_name(&self, name: &str) -> Result<Option<Entity>, Error> {
-        match self.view.get(&format!("entity-name/{}", name.to_lowercase())).await? {
+        match self
+            .view
+            .get(&format!("entity-name/{}", name.to_lowercase()))
+            .await?
+        {
             Some(id) => self.entity(&String::from_utf8_lossy(&id)).await,
             None => Ok(None),
         }
@@ -130,7 +134,11 @@ impl IdentityStore {
         self.view.get_json(&format!("alias/{id}")).await
     }
 
-    pub async fn alias_by_name(&self, mount_accessor: &str, name: &str) -> Result<Option<Alias>, Error> {
+    pub async fn alias_by_name(
+        &self,
+        mount_accessor: &str,
+        name: &str,
+    ) -> Result<Option<Alias>, Error> {
         match self.view.get(&alias_index(mount_accessor, name)).await? {
             Some(id) => self.alias(&String::from_utf8_lossy(&id)).await,
             None => Ok(None),
@@ -139,7 +147,11 @@ impl IdentityStore {
 
     pub async fn aliases_of(&self, entity_id: &str) -> Result<Vec<Alias>, Error> {
         let mut out = Vec::new();
-        for id in self.view.list(&format!("entity-alias/{entity_id}/")).await? {
+        for id in self
+            .view
+            .list(&format!("entity-alias/{entity_id}/"))
+            .await?
+        {
             if let Some(alias) = self.alias(&id).await? {
                 out.push(alias);
             }
@@ -152,7 +164,11 @@ impl IdentityStore {
     }
 
     pub async fn group_by_name(&self, name: &str) -> Result<Option<Group>, Error> {
-        match self.view.get(&format!("group-name/{}", name.to_lowercase())).await? {
+        match self
+            .view
+            .get(&format!("group-name/{}", name.to_lowercase()))
+            .await?
+        {
             Some(id) => self.group(&String::from_utf8_lossy(&id)).await,
             None => Ok(None),
         }
@@ -162,15 +178,32 @@ impl IdentityStore {
         self.view.get_json(&format!("group-alias/{id}")).await
     }
 
-    pub async fn group_alias_by_name(&self, mount_accessor: &str, name: &str) -> Result<Option<GroupAlias>, Error> {
-        match self.view.get(&format!("group-alias-name/{mount_accessor}/{}", name.to_lowercase())).await? {
+    pub async fn group_alias_by_name(
+        &self,
+        mount_accessor: &str,
+        name: &str,
+    ) -> Result<Option<GroupAlias>, Error> {
+        match self
+            .view
+            .get(&format!(
+                "group-alias-name/{mount_accessor}/{}",
+                name.to_lowercase()
+            ))
+            .await?
+        {
             Some(id) => self.group_alias(&String::from_utf8_lossy(&id)).await,
             None => Ok(None),
         }
     }
 
     pub async fn ids(&self, kind: &str) -> Result<Vec<String>, Error> {
-        Ok(self.view.list(&format!("{kind}/")).await?.into_iter().filter(|k| !k.ends_with('/')).collect())
+        Ok(self
+            .view
+            .list(&format!("{kind}/"))
+            .await?
+            .into_iter()
+            .filter(|k| !k.ends_with('/'))
+            .collect())
     }
 
     /// The groups an entity belongs to directly (internal or external).
@@ -185,7 +218,12 @@ impl IdentityStore {
 
     /// The template context and identity policies of an entity, cached until the next change.
     pub async fn resolve(&self, entity_id: &str) -> Result<Arc<Resolved>, Error> {
-        if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(entity_id).cloned()) {
+        if let Some(hit) = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(entity_id).cloned())
+        {
             return Ok(hit);
         }
         let generation = self.generation();
@@ -219,12 +257,20 @@ impl IdentityStore {
             }
             if let Some(group) = self.group(&group_id).await? {
                 policies.extend(group.policies.iter().cloned());
-                context.groups.push(GroupContext { id: group.id.clone(), name: group.name.clone(), metadata: group.metadata.clone() });
+                context.groups.push(GroupContext {
+                    id: group.id.clone(),
+                    name: group.name.clone(),
+                    metadata: group.metadata.clone(),
+                });
             }
             stack.extend(self.parent_groups(&group_id).await?);
         }
         let resolved = Arc::new(Resolved {
-            policies: if entity.disabled { Vec::new() } else { policies.into_iter().collect() },
+            policies: if entity.disabled {
+                Vec::new()
+            } else {
+                policies.into_iter().collect()
+            },
             group_ids: seen.into_iter().collect(),
             context,
         });
@@ -255,14 +301,22 @@ impl IdentityStore {
         if let Some(previous) = &previous {
             entity.creation_time = previous.creation_time;
             if previous.name.to_lowercase() != entity.name.to_lowercase() {
-                ops.push(ViewOp::Delete { key: format!("entity-name/{}", previous.name.to_lowercase()) });
+                ops.push(ViewOp::Delete {
+                    key: format!("entity-name/{}", previous.name.to_lowercase()),
+                });
             }
         } else {
             entity.creation_time = now;
         }
         entity.last_update_time = now;
-        ops.push(ViewOp::Put { key: format!("entity/{}", entity.id), value: encode_json(&entity)? });
-        ops.push(ViewOp::Put { key: format!("entity-name/{}", entity.name.to_lowercase()), value: entity.id.clone().into_bytes() });
+        ops.push(ViewOp::Put {
+            key: format!("entity/{}", entity.id),
+            value: encode_json(&entity)?,
+        });
+        ops.push(ViewOp::Put {
+            key: format!("entity-name/{}", entity.name.to_lowercase()),
+            value: entity.id.clone().into_bytes(),
+        });
         self.view.transaction(ops).await?;
         self.changed();
         Ok(entity)
@@ -270,19 +324,30 @@ impl IdentityStore {
 
     pub async fn delete_entity(&self, id: &str) -> Result<(), Error> {
         let _guard = self.write_lock.lock().await;
-        let Some(entity) = self.entity(id).await? else { return Ok(()) };
+        let Some(entity) = self.entity(id).await? else {
+            return Ok(());
+        };
         let mut ops = vec![
-            ViewOp::Delete { key: format!("entity/{id}") },
-            ViewOp::Delete { key: format!("entity-name/{}", entity.name.to_lowercase()) },
+            ViewOp::Delete {
+                key: format!("entity/{id}"),
+            },
+            ViewOp::Delete {
+                key: format!("entity-name/{}", entity.name.to_lowercase()),
+            },
         ];
         for alias in self.aliases_of(id).await? {
             ops.extend(alias_delete_ops(&alias));
         }
         for group_id in self.direct_groups(id).await? {
-            ops.push(ViewOp::Delete { key: format!("member/{id}/{group_id}") });
+            ops.push(ViewOp::Delete {
+                key: format!("member/{id}/{group_id}"),
+            });
             if let Some(mut group) = self.group(&group_id).await? {
                 group.member_entity_ids.retain(|e| e != id);
-                ops.push(ViewOp::Put { key: format!("group/{group_id}"), value: encode_json(&group)? });
+                ops.push(ViewOp::Put {
+                    key: format!("group/{group_id}"),
+                    value: encode_json(&group)?,
+                });
             }
         }
         self.view.transaction(ops).await?;
@@ -300,9 +365,14 @@ impl IdentityStore {
         if self.entity(&alias.canonical_id).await?.is_none() {
             return Err(Error::invalid("entity id is invalid"));
         }
-        if let Some(other) = self.alias_by_name(&alias.mount_accessor, &alias.name).await? {
+        if let Some(other) = self
+            .alias_by_name(&alias.mount_accessor, &alias.name)
+            .await?
+        {
             if other.id != alias.id {
-                return Err(Error::invalid("alias already exists for requested mount accessor and name"));
+                return Err(Error::invalid(
+                    "alias already exists for requested mount accessor and name",
+                ));
             }
         }
         for other in self.aliases_of(&alias.canonical_id).await? {
@@ -318,9 +388,18 @@ impl IdentityStore {
             alias.creation_time = now;
         }
         alias.last_update_time = now;
-        ops.push(ViewOp::Put { key: format!("alias/{}", alias.id), value: encode_json(&alias)? });
-        ops.push(ViewOp::Put { key: alias_index(&alias.mount_accessor, &alias.name), value: alias.id.clone().into_bytes() });
-        ops.push(ViewOp::Put { key: format!("entity-alias/{}/{}", alias.canonical_id, alias.id), value: Vec::new() });
+        ops.push(ViewOp::Put {
+            key: format!("alias/{}", alias.id),
+            value: encode_json(&alias)?,
+        });
+        ops.push(ViewOp::Put {
+            key: alias_index(&alias.mount_accessor, &alias.name),
+            value: alias.id.clone().into_bytes(),
+        });
+        ops.push(ViewOp::Put {
+            key: format!("entity-alias/{}/{}", alias.canonical_id, alias.id),
+            value: Vec::new(),
+        });
         self.view.transaction(ops).await?;
         self.changed();
         Ok(alias)
@@ -340,10 +419,16 @@ impl IdentityStore {
         let _guard = self.write_lock.lock().await;
         validate_name(&group.name)?;
         if group.kind != "internal" && group.kind != "external" {
-            return Err(Error::invalid("group type must be \"internal\" or \"external\""));
+            return Err(Error::invalid(
+                "group type must be \"internal\" or \"external\"",
+            ));
         }
-        if group.kind == "external" && (!group.member_entity_ids.is_empty() || !group.member_group_ids.is_empty()) {
-            return Err(Error::invalid("member entities and groups can't be set on external groups"));
+        if group.kind == "external"
+            && (!group.member_entity_ids.is_empty() || !group.member_group_ids.is_empty())
+        {
+            return Err(Error::invalid(
+                "member entities and groups can't be set on external groups",
+            ));
         }
         if let Some(other) = self.group_by_name(&group.name).await? {
             if other.id != group.id {
@@ -352,12 +437,16 @@ impl IdentityStore {
         }
         for entity_id in &group.member_entity_ids {
             if self.entity(entity_id).await?.is_none() {
-                return Err(Error::invalid(format!("entity \"{entity_id}\" does not exist")));
+                return Err(Error::invalid(format!(
+                    "entity \"{entity_id}\" does not exist"
+                )));
             }
         }
         for member in &group.member_group_ids {
             if member == &group.id || self.group(member).await?.is_none() {
-                return Err(Error::invalid(format!("invalid member group id \"{member}\"")));
+                return Err(Error::invalid(format!(
+                    "invalid member group id \"{member}\""
+                )));
             }
         }
         group.member_entity_ids.sort();
@@ -371,24 +460,42 @@ impl IdentityStore {
             if previous.kind != group.kind {
                 return Err(Error::invalid("group type cannot be changed"));
             }
-            ops.push(ViewOp::Delete { key: format!("group-name/{}", previous.name.to_lowercase()) });
+            ops.push(ViewOp::Delete {
+                key: format!("group-name/{}", previous.name.to_lowercase()),
+            });
             for e in &previous.member_entity_ids {
-                ops.push(ViewOp::Delete { key: format!("member/{e}/{}", group.id) });
+                ops.push(ViewOp::Delete {
+                    key: format!("member/{e}/{}", group.id),
+                });
             }
             for g in &previous.member_group_ids {
-                ops.push(ViewOp::Delete { key: format!("subgroup/{g}/{}", group.id) });
+                ops.push(ViewOp::Delete {
+                    key: format!("subgroup/{g}/{}", group.id),
+                });
             }
         } else {
             group.creation_time = now;
         }
         group.last_update_time = now;
-        ops.push(ViewOp::Put { key: format!("group/{}", group.id), value: encode_json(&group)? });
-        ops.push(ViewOp::Put { key: format!("group-name/{}", group.name.to_lowercase()), value: group.id.clone().into_bytes() });
+        ops.push(ViewOp::Put {
+            key: format!("group/{}", group.id),
+            value: encode_json(&group)?,
+        });
+        ops.push(ViewOp::Put {
+            key: format!("group-name/{}", group.name.to_lowercase()),
+            value: group.id.clone().into_bytes(),
+        });
         for e in &group.member_entity_ids {
-            ops.push(ViewOp::Put { key: format!("member/{e}/{}", group.id), value: Vec::new() });
+            ops.push(ViewOp::Put {
+                key: format!("member/{e}/{}", group.id),
+                value: Vec::new(),
+            });
         }
         for g in &group.member_group_ids {
-            ops.push(ViewOp::Put { key: format!("subgroup/{g}/{}", group.id), value: Vec::new() });
+            ops.push(ViewOp::Put {
+                key: format!("subgroup/{g}/{}", group.id),
+                value: Vec::new(),
+            });
         }
         self.view.transaction(ops).await?;
         self.changed();
@@ -396,28 +503,47 @@ impl IdentityStore {
     }
 
     pub async fn delete_group(&self, id: &str) -> Result<(), Error> {
-        let Some(mut group) = self.group(id).await? else { return Ok(()) };
+        let Some(mut group) = self.group(id).await? else {
+            return Ok(());
+        };
         // Clearing members first reuses put_group's index bookkeeping.
         group.member_entity_ids.clear();
         group.member_group_ids.clear();
         let group = self.put_group(group, 0).await?;
         let _guard = self.write_lock.lock().await;
         let mut ops = vec![
-            ViewOp::Delete { key: format!("group/{id}") },
-            ViewOp::Delete { key: format!("group-name/{}", group.name.to_lowercase()) },
+            ViewOp::Delete {
+                key: format!("group/{id}"),
+            },
+            ViewOp::Delete {
+                key: format!("group-name/{}", group.name.to_lowercase()),
+            },
         ];
         for parent in self.parent_groups(id).await? {
-            ops.push(ViewOp::Delete { key: format!("subgroup/{id}/{parent}") });
+            ops.push(ViewOp::Delete {
+                key: format!("subgroup/{id}/{parent}"),
+            });
             if let Some(mut p) = self.group(&parent).await? {
                 p.member_group_ids.retain(|g| g != id);
-                ops.push(ViewOp::Put { key: format!("group/{parent}"), value: encode_json(&p)? });
+                ops.push(ViewOp::Put {
+                    key: format!("group/{parent}"),
+                    value: encode_json(&p)?,
+                });
             }
         }
         for alias_id in self.ids("group-alias").await? {
             if let Some(alias) = self.group_alias(&alias_id).await? {
                 if alias.canonical_id == id {
-                    ops.push(ViewOp::Delete { key: format!("group-alias/{alias_id}") });
-                    ops.push(ViewOp::Delete { key: format!("group-alias-name/{}/{}", alias.mount_accessor, alias.name.to_lowercase()) });
+                    ops.push(ViewOp::Delete {
+                        key: format!("group-alias/{alias_id}"),
+                    });
+                    ops.push(ViewOp::Delete {
+                        key: format!(
+                            "group-alias-name/{}/{}",
+                            alias.mount_accessor,
+                            alias.name.to_lowercase()
+                        ),
+                    });
                 }
             }
         }
@@ -426,31 +552,59 @@ impl IdentityStore {
         Ok(())
     }
 
-    pub async fn put_group_alias(&self, mut alias: GroupAlias, now: i64) -> Result<GroupAlias, Error> {
+    pub async fn put_group_alias(
+        &self,
+        mut alias: GroupAlias,
+        now: i64,
+    ) -> Result<GroupAlias, Error> {
         let _guard = self.write_lock.lock().await;
         if alias.name.is_empty() || alias.mount_accessor.is_empty() {
-            return Err(Error::invalid("group alias name and mount accessor are required"));
+            return Err(Error::invalid(
+                "group alias name and mount accessor are required",
+            ));
         }
         match self.group(&alias.canonical_id).await? {
             Some(group) if group.kind == "external" => {}
-            Some(_) => return Err(Error::invalid("group aliases can only be set on external groups")),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "group aliases can only be set on external groups",
+                ))
+            }
             None => return Err(Error::invalid("invalid canonical_id")),
         }
-        if let Some(other) = self.group_alias_by_name(&alias.mount_accessor, &alias.name).await? {
+        if let Some(other) = self
+            .group_alias_by_name(&alias.mount_accessor, &alias.name)
+            .await?
+        {
             if other.id != alias.id {
-                return Err(Error::invalid("group alias already exists for requested mount accessor and name"));
+                return Err(Error::invalid(
+                    "group alias already exists for requested mount accessor and name",
+                ));
             }
         }
         let mut ops = Vec::new();
         if let Some(previous) = self.group_alias(&alias.id).await? {
             alias.creation_time = previous.creation_time;
-            ops.push(ViewOp::Delete { key: format!("group-alias-name/{}/{}", previous.mount_accessor, previous.name.to_lowercase()) });
+            ops.push(ViewOp::Delete {
+                key: format!(
+                    "group-alias-name/{}/{}",
+                    previous.mount_accessor,
+                    previous.name.to_lowercase()
+                ),
+            });
         } else {
             alias.creation_time = now;
         }
-        ops.push(ViewOp::Put { key: format!("group-alias/{}", alias.id), value: encode_json(&alias)? });
         ops.push(ViewOp::Put {
-            key: format!("group-alias-name/{}/{}", alias.mount_accessor, alias.name.to_lowercase()),
+            key: format!("group-alias/{}", alias.id),
+            value: encode_json(&alias)?,
+        });
+        ops.push(ViewOp::Put {
+            key: format!(
+                "group-alias-name/{}/{}",
+                alias.mount_accessor,
+                alias.name.to_lowercase()
+            ),
             value: alias.id.clone().into_bytes(),
         });
         self.view.transaction(ops).await?;
@@ -463,8 +617,16 @@ impl IdentityStore {
         if let Some(alias) = self.group_alias(id).await? {
             self.view
                 .transaction(vec![
-                    ViewOp::Delete { key: format!("group-alias/{id}") },
-                    ViewOp::Delete { key: format!("group-alias-name/{}/{}", alias.mount_accessor, alias.name.to_lowercase()) },
+                    ViewOp::Delete {
+                        key: format!("group-alias/{id}"),
+                    },
+                    ViewOp::Delete {
+                        key: format!(
+                            "group-alias-name/{}/{}",
+                            alias.mount_accessor,
+                            alias.name.to_lowercase()
+                        ),
+                    },
                 ])
                 .await?;
             self.changed();
@@ -520,11 +682,18 @@ impl IdentityStore {
         if entity.disabled {
             return Err(Error::PermissionDenied("entity is disabled".into()));
         }
-        self.sync_external_groups(&entity.id, mount_accessor, external_groups, now).await?;
+        self.sync_external_groups(&entity.id, mount_accessor, external_groups, now)
+            .await?;
         Ok(entity)
     }
 
-    async fn sync_external_groups(&self, entity_id: &str, mount_accessor: &str, names: &[String], now: i64) -> Result<(), Error> {
+    async fn sync_external_groups(
+        &self,
+        entity_id: &str,
+        mount_accessor: &str,
+        names: &[String],
+        now: i64,
+    ) -> Result<(), Error> {
         let mut wanted = BTreeSet::new();
         for name in names {
             if let Some(alias) = self.group_alias_by_name(mount_accessor, name).await? {
@@ -542,21 +711,27 @@ impl IdentityStore {
         }
         for group_id in wanted.difference(&current) {
             if let Some(mut group) = self.group(group_id).await? {
-                self.set_external_member(&mut group, entity_id, true, now).await?;
+                self.set_external_member(&mut group, entity_id, true, now)
+                    .await?;
             }
         }
         for group_id in current.difference(&wanted) {
             if let Some(mut group) = self.group(group_id).await? {
                 // Only memberships granted through this mount's aliases are this login's to remove.
                 if self.group_has_alias_on(&group.id, mount_accessor).await? {
-                    self.set_external_member(&mut group, entity_id, false, now).await?;
+                    self.set_external_member(&mut group, entity_id, false, now)
+                        .await?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn group_has_alias_on(&self, group_id: &str, mount_accessor: &str) -> Result<bool, Error> {
+    async fn group_has_alias_on(
+        &self,
+        group_id: &str,
+        mount_accessor: &str,
+    ) -> Result<bool, Error> {
         for id in self.ids("group-alias").await? {
             if let Some(alias) = self.group_alias(&id).await? {
                 if alias.canonical_id == group_id && alias.mount_accessor == mount_accessor {
@@ -567,7 +742,13 @@ impl IdentityStore {
         Ok(false)
     }
 
-    async fn set_external_member(&self, group: &mut Group, entity_id: &str, member: bool, now: i64) -> Result<(), Error> {
+    async fn set_external_member(
+        &self,
+        group: &mut Group,
+        entity_id: &str,
+        member: bool,
+        now: i64,
+    ) -> Result<(), Error> {
         let _guard = self.write_lock.lock().await;
         if member {
             group.member_entity_ids.push(entity_id.to_string());
@@ -578,9 +759,22 @@ impl IdentityStore {
         }
         group.last_update_time = now;
         let key = format!("member/{entity_id}/{}", group.id);
-        let index = if member { ViewOp::Put { key, value: Vec::new() } } else { ViewOp::Delete { key } };
+        let index = if member {
+            ViewOp::Put {
+                key,
+                value: Vec::new(),
+            }
+        } else {
+            ViewOp::Delete { key }
+        };
         self.view
-            .transaction(vec![ViewOp::Put { key: format!("group/{}", group.id), value: encode_json(&*group)? }, index])
+            .transaction(vec![
+                ViewOp::Put {
+                    key: format!("group/{}", group.id),
+                    value: encode_json(&*group)?,
+                },
+                index,
+            ])
             .await?;
         self.changed();
         Ok(())
@@ -593,9 +787,15 @@ fn alias_index(mount_accessor: &str, name: &str) -> String {
 
 fn alias_delete_ops(alias: &Alias) -> Vec<ViewOp> {
     vec![
-        ViewOp::Delete { key: format!("alias/{}", alias.id) },
-        ViewOp::Delete { key: alias_index(&alias.mount_accessor, &alias.name) },
-        ViewOp::Delete { key: format!("entity-alias/{}/{}", alias.canonical_id, alias.id) },
+        ViewOp::Delete {
+            key: format!("alias/{}", alias.id),
+        },
+        ViewOp::Delete {
+            key: alias_index(&alias.mount_accessor, &alias.name),
+        },
+        ViewOp::Delete {
+            key: format!("entity-alias/{}/{}", alias.canonical_id, alias.id),
+        },
     ]
 }
 

@@ -21,7 +21,10 @@ use crate::request::{AuthResponse, Request, Response};
 use crate::token::{TokenEntry, TokenRole, TokenType};
 
 pub(crate) fn requires_sudo(path: &str, operation: Operation) -> bool {
-    matches!((path, operation), ("accessors" | "accessors/", Operation::List))
+    matches!(
+        (path, operation),
+        ("accessors" | "accessors/", Operation::List)
+    )
 }
 
 /// The outcome of Vault's TTL arithmetic for a new or renewed token.
@@ -48,7 +51,12 @@ pub(crate) struct LifetimeRequest {
 pub(crate) fn lifetime(r: &LifetimeRequest) -> Lifetime {
     let mut warnings = Vec::new();
     if r.never_expires && r.ttl == 0 && r.period == 0 && r.explicit_max_ttl == 0 {
-        return Lifetime { ttl: 0, expire_time: None, max_expire_time: None, warnings };
+        return Lifetime {
+            ttl: 0,
+            expire_time: None,
+            max_expire_time: None,
+            warnings,
+        };
     }
     let mut max = r.system_max_ttl;
     if r.max_ttl > 0 && r.max_ttl < max {
@@ -60,7 +68,12 @@ pub(crate) fn lifetime(r: &LifetimeRequest) -> Lifetime {
         if r.explicit_max_ttl > 0 && ttl > r.explicit_max_ttl {
             ttl = r.explicit_max_ttl;
         }
-        return Lifetime { ttl, expire_time: Some(r.now + ttl as i64), max_expire_time: max_expire, warnings };
+        return Lifetime {
+            ttl,
+            expire_time: Some(r.now + ttl as i64),
+            max_expire_time: max_expire,
+            warnings,
+        };
     }
     if r.explicit_max_ttl > 0 && r.explicit_max_ttl < max {
         max = r.explicit_max_ttl;
@@ -74,7 +87,12 @@ pub(crate) fn lifetime(r: &LifetimeRequest) -> Lifetime {
         ));
         ttl = max;
     }
-    Lifetime { ttl, expire_time: Some(r.now + ttl as i64), max_expire_time: Some(r.now + max as i64), warnings }
+    Lifetime {
+        ttl,
+        expire_time: Some(r.now + ttl as i64),
+        max_expire_time: Some(r.now + max as i64),
+        warnings,
+    }
 }
 
 /// The `auth` block of a response for a token just created or renewed.
@@ -87,7 +105,9 @@ pub(crate) fn auth_response(id: &str, entry: &TokenEntry, now: i64) -> AuthRespo
         identity_policies: Vec::new(),
         metadata: entry.meta.clone(),
         lease_duration: entry.ttl(now),
-        renewable: entry.renewable && entry.token_type == TokenType::Service && entry.expire_time.is_some(),
+        renewable: entry.renewable
+            && entry.token_type == TokenType::Service
+            && entry.expire_time.is_some(),
         entity_id: entry.entity_id.clone(),
         token_type: entry.token_type.as_str().to_string(),
         orphan: entry.orphan,
@@ -105,20 +125,33 @@ pub(crate) fn lookup_data(id: &str, entry: &TokenEntry, now: i64) -> Map<String,
     data.insert("entity_id".into(), json!(entry.entity_id));
     data.insert(
         "expire_time".into(),
-        entry.expire_time.map(|t| json!(rfc3339_unix(t))).unwrap_or(Value::Null),
+        entry
+            .expire_time
+            .map(|t| json!(rfc3339_unix(t)))
+            .unwrap_or(Value::Null),
     );
     data.insert("explicit_max_ttl".into(), json!(entry.explicit_max_ttl));
     data.insert("id".into(), json!(id));
-    data.insert("issue_time".into(), json!(rfc3339_unix(entry.creation_time)));
+    data.insert(
+        "issue_time".into(),
+        json!(rfc3339_unix(entry.creation_time)),
+    );
     data.insert(
         "meta".into(),
-        if entry.meta.is_empty() { Value::Null } else { json!(entry.meta) },
+        if entry.meta.is_empty() {
+            Value::Null
+        } else {
+            json!(entry.meta)
+        },
     );
     data.insert("num_uses".into(), json!(entry.num_uses));
     data.insert("orphan".into(), json!(entry.orphan));
     data.insert("path".into(), json!(entry.path));
     data.insert("policies".into(), json!(entry.policies));
-    data.insert("renewable".into(), json!(entry.renewable && entry.token_type == TokenType::Service));
+    data.insert(
+        "renewable".into(),
+        json!(entry.renewable && entry.token_type == TokenType::Service),
+    );
     data.insert("ttl".into(), json!(entry.ttl(now)));
     data.insert("type".into(), json!(entry.token_type.as_str()));
     if entry.period > 0 {
@@ -148,7 +181,8 @@ impl Core {
         let write = operation.is_write();
         let mut response = match (segments.as_slice(), operation) {
             (["create"], op) | (["create-orphan"], op) if op.is_write() => {
-                self.create_token(state, caller, data, None, segments[0] == "create-orphan").await?
+                self.create_token(state, caller, data, None, segments[0] == "create-orphan")
+                    .await?
             }
             (["create", role], op) if op.is_write() => {
                 let role = state
@@ -156,17 +190,25 @@ impl Core {
                     .role(role)
                     .await?
                     .ok_or_else(|| Error::invalid(format!("unknown role {role}")))?;
-                self.create_token(state, caller, data, Some(role), false).await?
+                self.create_token(state, caller, data, Some(role), false)
+                    .await?
             }
             (["lookup-self"], _) if write || operation == Operation::Read => {
                 let now = self.now_unix();
                 let mut data = lookup_data(caller.token.as_str(), &caller.entry, now);
-                data.insert("identity_policies".into(), json!(self.identity_policies_of(state, &caller.entry).await?));
+                data.insert(
+                    "identity_policies".into(),
+                    json!(self.identity_policies_of(state, &caller.entry).await?),
+                );
                 Response::with_data(data)
             }
             (["lookup"], op) if op.is_write() || op == Operation::Read => {
                 let token = fields::string(data, "token")?.unwrap_or_default();
-                let token = if token.is_empty() { caller.token.as_str().to_string() } else { token };
+                let token = if token.is_empty() {
+                    caller.token.as_str().to_string()
+                } else {
+                    token
+                };
                 let now = self.now_unix();
                 let entry = state
                     .tokens
@@ -174,7 +216,10 @@ impl Core {
                     .await?
                     .ok_or_else(|| Error::PermissionDenied("bad token".into()))?;
                 let mut data = lookup_data(&token, &entry, now);
-                data.insert("identity_policies".into(), json!(self.identity_policies_of(state, &entry).await?));
+                data.insert(
+                    "identity_policies".into(),
+                    json!(self.identity_policies_of(state, &entry).await?),
+                );
                 Response::with_data(data)
             }
             (["lookup-accessor"], op) if op.is_write() => {
@@ -183,11 +228,16 @@ impl Core {
             }
             (["renew-self"], op) if op.is_write() => {
                 let increment = fields::duration(data, "increment")?.unwrap_or(0);
-                self.renew_token(state, caller.token.as_str(), &caller.entry, increment).await?
+                self.renew_token(state, caller.token.as_str(), &caller.entry, increment)
+                    .await?
             }
             (["renew"], op) if op.is_write() => {
                 let token = fields::string(data, "token")?.unwrap_or_default();
-                let token = if token.is_empty() { caller.token.as_str().to_string() } else { token };
+                let token = if token.is_empty() {
+                    caller.token.as_str().to_string()
+                } else {
+                    token
+                };
                 let increment = fields::duration(data, "increment")?.unwrap_or(0);
                 let entry = state
                     .tokens
@@ -226,14 +276,19 @@ impl Core {
             }
             (["revoke-orphan"], op) if op.is_write() => {
                 if !has_sudo(caller, "auth/token/revoke-orphan") {
-                    return Err(Error::PermissionDenied("root or sudo privileges required to revoke and orphan".into()));
+                    return Err(Error::PermissionDenied(
+                        "root or sudo privileges required to revoke and orphan".into(),
+                    ));
                 }
                 let token = fields::string(data, "token")?.unwrap_or_default();
                 if let Some(entry) = state.tokens.lookup(&token, self.now_unix()).await? {
                     if entry.hash.is_empty() {
                         return Err(Error::invalid("batch tokens cannot be revoked"));
                     }
-                    state.tokens.orphan_children(&entry.hash, self.now_unix()).await?;
+                    state
+                        .tokens
+                        .orphan_children(&entry.hash, self.now_unix())
+                        .await?;
                     self.remove_token(state, &entry).await?;
                 }
                 Response::default()
@@ -250,7 +305,11 @@ impl Core {
                 Response::with_data(Core::data_map(json!({ "keys": keys })))
             }
             (["roles", name], Operation::Read) => {
-                let role = state.tokens.role(name).await?.ok_or_else(Error::not_found)?;
+                let role = state
+                    .tokens
+                    .role(name)
+                    .await?
+                    .ok_or_else(Error::not_found)?;
                 Response::with_data(role_data(&role))
             }
             (["roles", name], op) if op.is_write() => {
@@ -277,7 +336,11 @@ impl Core {
         Ok(response)
     }
 
-    async fn by_accessor(&self, state: &State, data: &Map<String, Value>) -> Result<Arc<TokenEntry>, Error> {
+    async fn by_accessor(
+        &self,
+        state: &State,
+        data: &Map<String, Value>,
+    ) -> Result<Arc<TokenEntry>, Error> {
         let accessor = fields::string(data, "accessor")?.unwrap_or_default();
         if accessor.is_empty() {
             return Err(Error::invalid("missing accessor"));
@@ -305,20 +368,28 @@ impl Core {
             return Err(Error::invalid("batch tokens cannot create more tokens"));
         }
         if parent.num_uses > 0 {
-            return Err(Error::invalid("tokens with a limited number of uses cannot create child tokens"));
+            return Err(Error::invalid(
+                "tokens with a limited number of uses cannot create child tokens",
+            ));
         }
         let custom_id = fields::string(data, "id")?.filter(|s| !s.is_empty());
         if custom_id.is_some() && !is_root && !sudo {
-            return Err(Error::invalid("root or sudo privileges required to specify token id"));
+            return Err(Error::invalid(
+                "root or sudo privileges required to specify token id",
+            ));
         }
         if let Some(id) = &custom_id {
             if id.contains('.') || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::invalid("custom token ID cannot contain '.' or whitespace"));
+                return Err(Error::invalid(
+                    "custom token ID cannot contain '.' or whitespace",
+                ));
             }
         }
         let no_parent = fields::boolean(data, "no_parent")?.unwrap_or(false);
         if no_parent && !is_root && !sudo {
-            return Err(Error::invalid("root or sudo privileges required to create orphan token"));
+            return Err(Error::invalid(
+                "root or sudo privileges required to create orphan token",
+            ));
         }
         let orphan = orphan_path || no_parent || role.as_ref().is_some_and(|r| r.orphan);
 
@@ -331,7 +402,12 @@ impl Core {
             || role.as_ref().is_some_and(|r| r.token_no_default_policy);
         let mut policies = match &role {
             Some(role) => role_policies(role, &requested, parent)?,
-            None if requested.is_empty() => parent.policies.iter().filter(|p| *p != "default" || !no_default).cloned().collect(),
+            None if requested.is_empty() => parent
+                .policies
+                .iter()
+                .filter(|p| *p != "default" || !no_default)
+                .cloned()
+                .collect(),
             None => {
                 if !is_root && !sudo {
                     for p in &requested {
@@ -344,7 +420,9 @@ impl Core {
             }
         };
         if policies.iter().any(|p| p == "root") && !is_root {
-            return Err(Error::invalid("root tokens may not be created by a non-root token"));
+            return Err(Error::invalid(
+                "root tokens may not be created by a non-root token",
+            ));
         }
         if !no_default && !policies.iter().any(|p| p == "root") {
             policies.push("default".into());
@@ -372,12 +450,26 @@ impl Core {
         };
         let period_param = fields::duration(data, "period")?.unwrap_or(0);
         if period_param > 0 && !is_root && !sudo && role.is_none() {
-            return Err(Error::invalid("root or sudo privileges required to create periodic token"));
+            return Err(Error::invalid(
+                "root or sudo privileges required to create periodic token",
+            ));
         }
-        let period = if period_param > 0 { period_param } else { role.as_ref().map(|r| r.token_period).unwrap_or(0) };
+        let period = if period_param > 0 {
+            period_param
+        } else {
+            role.as_ref().map(|r| r.token_period).unwrap_or(0)
+        };
         let mut explicit = fields::duration(data, "explicit_max_ttl")?.unwrap_or(0);
-        if let Some(role_explicit) = role.as_ref().map(|r| r.token_explicit_max_ttl).filter(|t| *t > 0) {
-            explicit = if explicit == 0 { role_explicit } else { explicit.min(role_explicit) };
+        if let Some(role_explicit) = role
+            .as_ref()
+            .map(|r| r.token_explicit_max_ttl)
+            .filter(|t| *t > 0)
+        {
+            explicit = if explicit == 0 {
+                role_explicit
+            } else {
+                explicit.min(role_explicit)
+            };
         }
         let num_uses = fields::integer(data, "num_uses")?.unwrap_or(0);
         if num_uses < 0 {
@@ -389,16 +481,23 @@ impl Core {
                 return Err(Error::invalid("batch tokens cannot be root tokens"));
             }
             if num_uses > 0 || period > 0 {
-                return Err(Error::invalid("batch tokens cannot have a use limit or a period"));
+                return Err(Error::invalid(
+                    "batch tokens cannot have a use limit or a period",
+                ));
             }
         }
-        let renewable = fields::boolean(data, "renewable")?.unwrap_or(true) && role.as_ref().map(|r| r.renewable).unwrap_or(true);
+        let renewable = fields::boolean(data, "renewable")?.unwrap_or(true)
+            && role.as_ref().map(|r| r.renewable).unwrap_or(true);
         let requested_ttl = fields::duration(data, "ttl")?
             .or(fields::duration(data, "lease")?)
             .unwrap_or(0);
         let lifetime = lifetime(&LifetimeRequest {
             now,
-            ttl: if requested_ttl > 0 { requested_ttl } else { role.as_ref().map(|r| r.token_ttl).unwrap_or(0) },
+            ttl: if requested_ttl > 0 {
+                requested_ttl
+            } else {
+                role.as_ref().map(|r| r.token_ttl).unwrap_or(0)
+            },
             max_ttl: role.as_ref().map(|r| r.token_max_ttl).unwrap_or(0),
             explicit_max_ttl: explicit,
             period,
@@ -411,13 +510,19 @@ impl Core {
         let display_name = sanitize_display_name(&display);
         let meta = fields::string_map(data, "meta")?.unwrap_or_default();
         let path = match &role {
-            Some(r) if !r.path_suffix.is_empty() => format!("auth/token/create/{}/{}", r.name, r.path_suffix),
+            Some(r) if !r.path_suffix.is_empty() => {
+                format!("auth/token/create/{}/{}", r.name, r.path_suffix)
+            }
             Some(r) => format!("auth/token/create/{}", r.name),
             None if orphan_path => "auth/token/create-orphan".into(),
             None => "auth/token/create".into(),
         };
         let entry = TokenEntry {
-            parent: if orphan || parent.hash.is_empty() { None } else { Some(parent.hash.clone()) },
+            parent: if orphan || parent.hash.is_empty() {
+                None
+            } else {
+                Some(parent.hash.clone())
+            },
             policies,
             meta,
             display_name,
@@ -433,7 +538,10 @@ impl Core {
             role: role.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
             entity_id: parent.entity_id.clone(),
             token_type,
-            bound_cidrs: role.as_ref().map(|r| r.token_bound_cidrs.clone()).unwrap_or_default(),
+            bound_cidrs: role
+                .as_ref()
+                .map(|r| r.token_bound_cidrs.clone())
+                .unwrap_or_default(),
             orphan,
             mount_accessor: self.token_mount_accessor(state),
             ttl_setting: requested_ttl,
@@ -455,14 +563,23 @@ impl Core {
             .unwrap_or_default()
     }
 
-    async fn renew_token(&self, state: &State, id: &str, entry: &Arc<TokenEntry>, increment: u64) -> Result<Response, Error> {
+    async fn renew_token(
+        &self,
+        state: &State,
+        id: &str,
+        entry: &Arc<TokenEntry>,
+        increment: u64,
+    ) -> Result<Response, Error> {
         let now = self.now_unix();
         if entry.token_type == TokenType::Batch {
             return Err(Error::invalid("batch tokens cannot be renewed"));
         }
         let Some(_) = entry.expire_time else {
             // A token that never expires has nothing to renew.
-            return Ok(Response { auth: Some(auth_response(id, entry, now)), ..Response::default() });
+            return Ok(Response {
+                auth: Some(auth_response(id, entry, now)),
+                ..Response::default()
+            });
         };
         if !entry.renewable {
             return Err(Error::invalid("lease is not renewable"));
@@ -496,7 +613,11 @@ impl Core {
         let mut next = (**entry).clone();
         next.expire_time = Some(now + ttl as i64);
         let updated = state.tokens.update(entry, next).await?;
-        Ok(Response { auth: Some(auth_response(id, &updated, now)), warnings, ..Response::default() })
+        Ok(Response {
+            auth: Some(auth_response(id, &updated, now)),
+            warnings,
+            ..Response::default()
+        })
     }
 
     /// Turns a successful login into a token: always an orphan, attributed to the auth mount.
@@ -508,9 +629,15 @@ impl Core {
         ctx: &EngineContext,
     ) -> Result<AuthResponse, Error> {
         let now = ctx.now.unix_timestamp();
-        let mut policies: Vec<String> = spec.policies.iter().map(|p| normalize(p)).collect::<Result<_, _>>()?;
+        let mut policies: Vec<String> = spec
+            .policies
+            .iter()
+            .map(|p| normalize(p))
+            .collect::<Result<_, _>>()?;
         if policies.iter().any(|p| p == "root") {
-            return Err(Error::PermissionDenied("auth methods cannot create root tokens".into()));
+            return Err(Error::PermissionDenied(
+                "auth methods cannot create root tokens".into(),
+            ));
         }
         if !spec.no_default_policy {
             policies.push("default".into());
@@ -524,7 +651,11 @@ impl Core {
         let lifetime = lifetime(&LifetimeRequest {
             now,
             ttl: spec.ttl,
-            max_ttl: if spec.max_ttl > 0 { spec.max_ttl.min(ctx.mount.max_lease_ttl) } else { ctx.mount.max_lease_ttl },
+            max_ttl: if spec.max_ttl > 0 {
+                spec.max_ttl.min(ctx.mount.max_lease_ttl)
+            } else {
+                ctx.mount.max_lease_ttl
+            },
             explicit_max_ttl: spec.explicit_max_ttl,
             period: spec.period,
             default_ttl: ctx.mount.default_lease_ttl,
@@ -562,10 +693,23 @@ impl Core {
             Some(alias) => {
                 let entity = state
                     .identity
-                    .entity_for_login(&mount.accessor, &mount.route_path(), &alias.name, &alias.metadata, &spec.group_aliases, now)
+                    .entity_for_login(
+                        &mount.accessor,
+                        &mount.route_path(),
+                        &alias.name,
+                        &alias.metadata,
+                        &spec.group_aliases,
+                        now,
+                    )
                     .await?;
                 let resolved = state.identity.resolve(&entity.id).await?;
-                (TokenEntry { entity_id: entity.id, ..entry }, resolved.policies.clone())
+                (
+                    TokenEntry {
+                        entity_id: entity.id,
+                        ..entry
+                    },
+                    resolved.policies.clone(),
+                )
             }
             None => (entry, Vec::new()),
         };
@@ -577,11 +721,20 @@ impl Core {
     }
 
     /// `identity_policies` for a token lookup.
-    pub(crate) async fn identity_policies_of(&self, state: &State, entry: &TokenEntry) -> Result<Vec<String>, Error> {
+    pub(crate) async fn identity_policies_of(
+        &self,
+        state: &State,
+        entry: &TokenEntry,
+    ) -> Result<Vec<String>, Error> {
         if entry.entity_id.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(state.identity.resolve(&entry.entity_id).await?.policies.clone())
+        Ok(state
+            .identity
+            .resolve(&entry.entity_id)
+            .await?
+            .policies
+            .clone())
     }
 }
 
@@ -593,18 +746,42 @@ fn merged(a: &[String], b: &[String]) -> Vec<String> {
 }
 
 const KNOWN: &[&str] = &[
-    "create", "create-orphan", "lookup", "lookup-self", "lookup-accessor", "renew", "renew-self", "renew-accessor",
-    "revoke", "revoke-self", "revoke-accessor", "revoke-orphan", "roles", "accessors", "tidy",
+    "create",
+    "create-orphan",
+    "lookup",
+    "lookup-self",
+    "lookup-accessor",
+    "renew",
+    "renew-self",
+    "renew-accessor",
+    "revoke",
+    "revoke-self",
+    "revoke-accessor",
+    "revoke-orphan",
+    "roles",
+    "accessors",
+    "tidy",
 ];
 
 fn has_sudo(caller: &Caller, path: &str) -> bool {
-    caller.entry.is_root() || caller.acl.capabilities(path).iter().any(|c| c == "sudo" || c == "root")
+    caller.entry.is_root()
+        || caller
+            .acl
+            .capabilities(path)
+            .iter()
+            .any(|c| c == "sudo" || c == "root")
 }
 
 fn sanitize_display_name(display: &str) -> String {
     let cleaned: String = display
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' || c == '@' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' || c == '@' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if cleaned.is_empty() {
         "token".into()
@@ -616,14 +793,26 @@ fn sanitize_display_name(display: &str) -> String {
 fn glob_match(pattern: &str, value: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == value,
-        Some((prefix, suffix)) => value.len() >= prefix.len() + suffix.len() && value.starts_with(prefix) && value.ends_with(suffix),
+        Some((prefix, suffix)) => {
+            value.len() >= prefix.len() + suffix.len()
+                && value.starts_with(prefix)
+                && value.ends_with(suffix)
+        }
     }
 }
 
 /// Policies for a token created against a role.
-fn role_policies(role: &TokenRole, requested: &[String], parent: &TokenEntry) -> Result<Vec<String>, Error> {
+fn role_policies(
+    role: &TokenRole,
+    requested: &[String],
+    parent: &TokenEntry,
+) -> Result<Vec<String>, Error> {
     let disallowed = |p: &String| {
-        role.disallowed_policies.contains(p) || role.disallowed_policies_glob.iter().any(|g| glob_match(g, p))
+        role.disallowed_policies.contains(p)
+            || role
+                .disallowed_policies_glob
+                .iter()
+                .any(|g| glob_match(g, p))
     };
     let restricted = !role.allowed_policies.is_empty() || !role.allowed_policies_glob.is_empty();
     let chosen: Vec<String> = if requested.is_empty() {
@@ -640,15 +829,22 @@ fn role_policies(role: &TokenRole, requested: &[String], parent: &TokenEntry) ->
             continue;
         }
         if disallowed(p) {
-            return Err(Error::invalid(format!("token policies ({p}) must not be in the role's disallowed policies")));
+            return Err(Error::invalid(format!(
+                "token policies ({p}) must not be in the role's disallowed policies"
+            )));
         }
         if restricted {
-            let allowed = role.allowed_policies.contains(p) || role.allowed_policies_glob.iter().any(|g| glob_match(g, p));
+            let allowed = role.allowed_policies.contains(p)
+                || role.allowed_policies_glob.iter().any(|g| glob_match(g, p));
             if !allowed {
-                return Err(Error::invalid(format!("token policies ({p}) must be subset of the role's allowed policies")));
+                return Err(Error::invalid(format!(
+                    "token policies ({p}) must be subset of the role's allowed policies"
+                )));
             }
         } else if !parent.is_root() && !parent.policies.contains(p) {
-            return Err(Error::invalid("token policies must be subset of the parent token's policies"));
+            return Err(Error::invalid(
+                "token policies must be subset of the parent token's policies",
+            ));
         }
     }
     Ok(chosen.into_iter().filter(|p| !disallowed(p)).collect())
@@ -679,14 +875,26 @@ fn role_data(role: &TokenRole) -> Map<String, Value> {
     }))
 }
 
-fn parse_role(name: &str, data: &Map<String, Value>, existing: Option<TokenRole>) -> Result<TokenRole, Error> {
+fn parse_role(
+    name: &str,
+    data: &Map<String, Value>,
+    existing: Option<TokenRole>,
+) -> Result<TokenRole, Error> {
     if name.is_empty() || name.contains('/') {
         return Err(Error::invalid("invalid role name"));
     }
-    let mut role = existing.unwrap_or(TokenRole { name: name.to_string(), renewable: true, ..TokenRole::default() });
+    let mut role = existing.unwrap_or(TokenRole {
+        name: name.to_string(),
+        renewable: true,
+        ..TokenRole::default()
+    });
     let policies = |key: &str| -> Result<Option<Vec<String>>, Error> {
         fields::strings(data, key)?
-            .map(|list| list.iter().map(|p| normalize(p)).collect::<Result<Vec<_>, _>>())
+            .map(|list| {
+                list.iter()
+                    .map(|p| normalize(p))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .transpose()
     };
     if let Some(v) = policies("allowed_policies")? {
@@ -719,7 +927,9 @@ fn parse_role(name: &str, data: &Map<String, Value>, existing: Option<TokenRole>
     if let Some(v) = fields::duration(data, "token_period")?.or(fields::duration(data, "period")?) {
         role.token_period = v;
     }
-    if let Some(v) = fields::duration(data, "token_explicit_max_ttl")?.or(fields::duration(data, "explicit_max_ttl")?) {
+    if let Some(v) = fields::duration(data, "token_explicit_max_ttl")?
+        .or(fields::duration(data, "explicit_max_ttl")?)
+    {
         role.token_explicit_max_ttl = v;
     }
     if let Some(v) = fields::duration(data, "token_ttl")? {
@@ -735,12 +945,19 @@ fn parse_role(name: &str, data: &Map<String, Value>, existing: Option<TokenRole>
         role.token_num_uses = v.max(0) as u64;
     }
     if let Some(v) = fields::string(data, "token_type")? {
-        if !matches!(v.as_str(), "service" | "batch" | "default-service" | "default-batch" | "default") {
-            return Err(Error::invalid(format!("invalid 'token_type' value \"{v}\"")));
+        if !matches!(
+            v.as_str(),
+            "service" | "batch" | "default-service" | "default-batch" | "default"
+        ) {
+            return Err(Error::invalid(format!(
+                "invalid 'token_type' value \"{v}\""
+            )));
         }
         role.token_type = v;
     }
-    if let Some(v) = fields::strings(data, "token_bound_cidrs")?.or(fields::strings(data, "bound_cidrs")?) {
+    if let Some(v) =
+        fields::strings(data, "token_bound_cidrs")?.or(fields::strings(data, "bound_cidrs")?)
+    {
         for c in &v {
             if crate::cidr::parse(c).is_none() {
                 return Err(Error::invalid(format!("invalid CIDR \"{c}\"")));

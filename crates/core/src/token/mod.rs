@@ -134,7 +134,9 @@ impl TokenEntry {
 
     /// Seconds left, 0 for a token that never expires.
     pub fn ttl(&self, now: i64) -> u64 {
-        self.expire_time.map(|t| (t - now).max(0) as u64).unwrap_or(0)
+        self.expire_time
+            .map(|t| (t - now).max(0) as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -169,7 +171,12 @@ impl TokenStore {
         let view = StorageView::new(barrier, "sys/token/");
         let salt = load_or_create_key(&view, SALT_KEY).await?;
         let batch_key = load_or_create_key(&view, BATCH_KEY).await?;
-        Ok(TokenStore { view, salt, batch_key, cache: RwLock::new(HashMap::new()) })
+        Ok(TokenStore {
+            view,
+            salt,
+            batch_key,
+            cache: RwLock::new(HashMap::new()),
+        })
     }
 
     pub fn hash(&self, id: &str) -> String {
@@ -177,44 +184,74 @@ impl TokenStore {
     }
 
     /// Persists a new token. The entry's hash and accessor are filled in here.
-    pub async fn create(&self, mut entry: TokenEntry, custom_id: Option<&str>) -> Result<Minted, Error> {
+    pub async fn create(
+        &self,
+        mut entry: TokenEntry,
+        custom_id: Option<&str>,
+    ) -> Result<Minted, Error> {
         if entry.token_type == TokenType::Batch {
             entry.hash = String::new();
             entry.accessor = String::new();
             entry.cubbyhole_id = String::new();
             let plain = Zeroizing::new(encode_json(&entry)?);
             let sealed = seal_bytes(&self.batch_key, 0, b"batch-token", &plain)?;
-            let id = format!("{BATCH_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed));
-            return Ok(Minted { id: Zeroizing::new(id), entry: Arc::new(entry) });
+            let id = format!(
+                "{BATCH_PREFIX}{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+            );
+            return Ok(Minted {
+                id: Zeroizing::new(id),
+                entry: Arc::new(entry),
+            });
         }
         let id = match custom_id {
             Some(id) => id.to_string(),
             None => format!("{SERVICE_PREFIX}{}", random_base62(32)),
         };
         let hash = self.hash(&id);
-        if self.view.get(&format!("{ID_PREFIX}{hash}")).await?.is_some() {
+        if self
+            .view
+            .get(&format!("{ID_PREFIX}{hash}"))
+            .await?
+            .is_some()
+        {
             return Err(Error::invalid("cannot create a token with a duplicate ID"));
         }
         entry.hash = hash.clone();
         entry.accessor = random_base62(24);
         entry.cubbyhole_id = random_base62(24);
         let mut ops = vec![
-            ViewOp::Put { key: format!("{ID_PREFIX}{hash}"), value: encode_json(&entry)? },
+            ViewOp::Put {
+                key: format!("{ID_PREFIX}{hash}"),
+                value: encode_json(&entry)?,
+            },
             ViewOp::Put {
                 key: format!("{ACCESSOR_PREFIX}{}", self.hash(&entry.accessor)),
-                value: encode_json(&AccessorIndex { hash: hash.clone(), accessor: entry.accessor.clone() })?,
+                value: encode_json(&AccessorIndex {
+                    hash: hash.clone(),
+                    accessor: entry.accessor.clone(),
+                })?,
             },
         ];
         if let Some(parent) = &entry.parent {
-            ops.push(ViewOp::Put { key: format!("{PARENT_PREFIX}{parent}/{hash}"), value: Vec::new() });
+            ops.push(ViewOp::Put {
+                key: format!("{PARENT_PREFIX}{parent}/{hash}"),
+                value: Vec::new(),
+            });
         }
         if let Some(expire) = entry.expire_time {
-            ops.push(ViewOp::Put { key: expiry_key(expire, &hash), value: Vec::new() });
+            ops.push(ViewOp::Put {
+                key: expiry_key(expire, &hash),
+                value: Vec::new(),
+            });
         }
         self.view.transaction(ops).await?;
         let entry = Arc::new(entry);
         self.cache_put(&hash, entry.clone());
-        Ok(Minted { id: Zeroizing::new(id), entry })
+        Ok(Minted {
+            id: Zeroizing::new(id),
+            entry,
+        })
     }
 
     /// Looks a token up by its id. Expired or unknown tokens are None.
@@ -226,10 +263,18 @@ impl TokenStore {
         self.lookup_hash(&hash, now).await
     }
 
-    pub async fn lookup_hash(&self, hash: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, Error> {
+    pub async fn lookup_hash(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<Arc<TokenEntry>>, Error> {
         let entry = match self.cache_get(hash) {
             Some(entry) => entry,
-            None => match self.view.get_json::<TokenEntry>(&format!("{ID_PREFIX}{hash}")).await? {
+            None => match self
+                .view
+                .get_json::<TokenEntry>(&format!("{ID_PREFIX}{hash}"))
+                .await?
+            {
                 None => return Ok(None),
                 Some(entry) => {
                     let entry = Arc::new(entry);
@@ -244,9 +289,15 @@ impl TokenStore {
         Ok(Some(entry))
     }
 
-    pub async fn lookup_accessor(&self, accessor: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, Error> {
-        let index: Option<AccessorIndex> =
-            self.view.get_json(&format!("{ACCESSOR_PREFIX}{}", self.hash(accessor))).await?;
+    pub async fn lookup_accessor(
+        &self,
+        accessor: &str,
+        now: i64,
+    ) -> Result<Option<Arc<TokenEntry>>, Error> {
+        let index: Option<AccessorIndex> = self
+            .view
+            .get_json(&format!("{ACCESSOR_PREFIX}{}", self.hash(accessor)))
+            .await?;
         match index {
             Some(index) if bool::from(index.accessor.as_bytes().ct_eq(accessor.as_bytes())) => {
                 self.lookup_hash(&index.hash, now).await
@@ -261,7 +312,9 @@ impl TokenStore {
         let mut after = String::new();
         loop {
             let keys = self.view.scan(ACCESSOR_PREFIX, &after, 1000).await?;
-            let Some(last) = keys.last().cloned() else { break };
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
             for key in keys {
                 if let Some(index) = self.view.get_json::<AccessorIndex>(&key).await? {
                     out.push(index.accessor);
@@ -274,15 +327,27 @@ impl TokenStore {
     }
 
     /// Replaces a stored entry (renewal, use count). Keeps the expiry index in step.
-    pub async fn update(&self, old: &TokenEntry, new: TokenEntry) -> Result<Arc<TokenEntry>, Error> {
+    pub async fn update(
+        &self,
+        old: &TokenEntry,
+        new: TokenEntry,
+    ) -> Result<Arc<TokenEntry>, Error> {
         let hash = old.hash.clone();
-        let mut ops = vec![ViewOp::Put { key: format!("{ID_PREFIX}{hash}"), value: encode_json(&new)? }];
+        let mut ops = vec![ViewOp::Put {
+            key: format!("{ID_PREFIX}{hash}"),
+            value: encode_json(&new)?,
+        }];
         if old.expire_time != new.expire_time {
             if let Some(t) = old.expire_time {
-                ops.push(ViewOp::Delete { key: expiry_key(t, &hash) });
+                ops.push(ViewOp::Delete {
+                    key: expiry_key(t, &hash),
+                });
             }
             if let Some(t) = new.expire_time {
-                ops.push(ViewOp::Put { key: expiry_key(t, &hash), value: Vec::new() });
+                ops.push(ViewOp::Put {
+                    key: expiry_key(t, &hash),
+                    value: Vec::new(),
+                });
             }
         }
         self.view.transaction(ops).await?;
@@ -293,7 +358,10 @@ impl TokenStore {
 
     /// Spends one use of a use-limited token. Returns the entry as it is after this use, and
     /// whether this was its last use (the caller revokes it after the request).
-    pub async fn use_once(&self, entry: &Arc<TokenEntry>) -> Result<(Arc<TokenEntry>, bool), Error> {
+    pub async fn use_once(
+        &self,
+        entry: &Arc<TokenEntry>,
+    ) -> Result<(Arc<TokenEntry>, bool), Error> {
         if entry.num_uses == 0 || entry.token_type == TokenType::Batch {
             return Ok((entry.clone(), false));
         }
@@ -315,14 +383,22 @@ impl TokenStore {
     pub async fn remove(&self, entry: &TokenEntry) -> Result<(), Error> {
         let hash = &entry.hash;
         let mut ops = vec![
-            ViewOp::Delete { key: format!("{ID_PREFIX}{hash}") },
-            ViewOp::Delete { key: format!("{ACCESSOR_PREFIX}{}", self.hash(&entry.accessor)) },
+            ViewOp::Delete {
+                key: format!("{ID_PREFIX}{hash}"),
+            },
+            ViewOp::Delete {
+                key: format!("{ACCESSOR_PREFIX}{}", self.hash(&entry.accessor)),
+            },
         ];
         if let Some(parent) = &entry.parent {
-            ops.push(ViewOp::Delete { key: format!("{PARENT_PREFIX}{parent}/{hash}") });
+            ops.push(ViewOp::Delete {
+                key: format!("{PARENT_PREFIX}{parent}/{hash}"),
+            });
         }
         if let Some(t) = entry.expire_time {
-            ops.push(ViewOp::Delete { key: expiry_key(t, hash) });
+            ops.push(ViewOp::Delete {
+                key: expiry_key(t, hash),
+            });
         }
         self.view.transaction(ops).await?;
         self.cache_remove(hash);
@@ -332,8 +408,11 @@ impl TokenStore {
     /// Makes a token's children orphans (revoke-orphan).
     pub async fn orphan_children(&self, hash: &str, now: i64) -> Result<(), Error> {
         for child in self.children(hash).await? {
-            let stored: Option<TokenEntry> = self.view.get_json(&format!("{ID_PREFIX}{child}")).await?;
-            self.view.delete(&format!("{PARENT_PREFIX}{hash}/{child}")).await?;
+            let stored: Option<TokenEntry> =
+                self.view.get_json(&format!("{ID_PREFIX}{child}")).await?;
+            self.view
+                .delete(&format!("{PARENT_PREFIX}{hash}/{child}"))
+                .await?;
             if let Some(entry) = stored {
                 let mut next = entry.clone();
                 next.parent = None;
@@ -350,9 +429,15 @@ impl TokenStore {
         let keys = self.view.scan(EXPIRY_PREFIX, "", limit).await?;
         let mut out = Vec::new();
         for key in keys {
-            let Some(rest) = key.strip_prefix(EXPIRY_PREFIX) else { continue };
-            let Some((time, hash)) = rest.split_once('/') else { continue };
-            let Ok(time) = time.parse::<i64>() else { continue };
+            let Some(rest) = key.strip_prefix(EXPIRY_PREFIX) else {
+                continue;
+            };
+            let Some((time, hash)) = rest.split_once('/') else {
+                continue;
+            };
+            let Ok(time) = time.parse::<i64>() else {
+                continue;
+            };
             if time > now {
                 break;
             }
@@ -377,7 +462,9 @@ impl TokenStore {
         let mut after = String::new();
         loop {
             let keys = self.view.scan(ACCESSOR_PREFIX, &after, 1000).await?;
-            let Some(last) = keys.last().cloned() else { break };
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
             for key in keys {
                 if let Some(index) = self.view.get_json::<AccessorIndex>(&key).await? {
                     if self.entry_any(&index.hash).await?.is_none() {
@@ -391,7 +478,9 @@ impl TokenStore {
         let mut after = String::new();
         loop {
             let keys = self.view.scan(PARENT_PREFIX, &after, 1000).await?;
-            let Some(last) = keys.last().cloned() else { break };
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
             for key in keys {
                 let child = key.rsplit('/').next().unwrap_or_default().to_string();
                 if self.entry_any(&child).await?.is_none() {
@@ -452,7 +541,8 @@ fn expiry_key(time: i64, hash: &str) -> String {
 
 async fn load_or_create_key(view: &StorageView, name: &str) -> Result<Key, Error> {
     if let Some(bytes) = view.get(name).await? {
-        return Key::from_slice(&bytes).ok_or_else(|| Error::internal(format!("token store {name} is corrupt")));
+        return Key::from_slice(&bytes)
+            .ok_or_else(|| Error::internal(format!("token store {name} is corrupt")));
     }
     let key = Key::generate();
     view.put(name, key.as_bytes()).await?;
@@ -535,7 +625,9 @@ impl TokenStore {
     }
 
     pub async fn put_role(&self, role: &TokenRole) -> Result<(), Error> {
-        self.view.put_json(&format!("roles/{}", role.name), role).await
+        self.view
+            .put_json(&format!("roles/{}", role.name), role)
+            .await
     }
 
     pub async fn delete_role(&self, name: &str) -> Result<(), Error> {

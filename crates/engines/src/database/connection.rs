@@ -91,7 +91,10 @@ impl Pool {
     pub(crate) fn new(settings: &ConnectionSettings<'_>) -> Result<Pool, DbError> {
         let size = settings.max_open_connections.max(1);
         match settings.dialect {
-            Dialect::Postgres => Ok(Pool::Postgres(Box::new(PgPool::new(pg_config(settings)?, size)))),
+            Dialect::Postgres => Ok(Pool::Postgres(Box::new(PgPool::new(
+                pg_config(settings)?,
+                size,
+            )))),
             Dialect::Mysql | Dialect::MysqlLegacy => {
                 let opts = mysql_opts(settings)?;
                 let constraints = mysql_async::PoolConstraints::new(0, size).ok_or_else(|| {

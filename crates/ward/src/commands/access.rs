@@ -14,7 +14,9 @@ const USAGE: &str = "ward access request|list|get|approve|deny|revoke ...";
 
 pub(crate) async fn access(argv: &[String]) -> Result<u8, CliError> {
     let Some((verb, rest)) = argv.split_first() else {
-        return Err(CliError::usage(format!("missing subcommand; usage: {USAGE}")));
+        return Err(CliError::usage(format!(
+            "missing subcommand; usage: {USAGE}"
+        )));
     };
     let cmd = Cmd::parse(
         rest,
@@ -28,7 +30,8 @@ pub(crate) async fn access(argv: &[String]) -> Result<u8, CliError> {
     let client = cmd.client()?;
     match verb.as_str() {
         "request" => {
-            let usage = "ward access request -reason=TEXT [-event-type=T -event-id=ID] [-ttl=D] ROLE";
+            let usage =
+                "ward access request -reason=TEXT [-event-type=T -event-id=ID] [-ttl=D] ROLE";
             let role = cmd.expect_args(1, usage)?[0].clone();
             let reason = cmd
                 .args
@@ -36,12 +39,15 @@ pub(crate) async fn access(argv: &[String]) -> Result<u8, CliError> {
                 .ok_or_else(|| CliError::usage(format!("missing -reason; usage: {usage}")))?;
             let mut body = json!({ "role": role, "reason": reason });
             if let Some(kind) = cmd.args.value("event-type") {
-                body["event"] = json!({ "type": kind, "id": cmd.args.value("event-id").unwrap_or("") });
+                body["event"] =
+                    json!({ "type": kind, "id": cmd.args.value("event-id").unwrap_or("") });
             }
             if let Some(ttl) = cmd.seconds_flag("ttl")? {
                 body["ttl"] = ttl;
             }
-            let response = client.request("POST", "sys/access/requests", Some(&body)).await?;
+            let response = client
+                .request("POST", "sys/access/requests", Some(&body))
+                .await?;
             cmd.show(&response.unwrap_or(Value::Null))
         }
         "list" => {
@@ -51,7 +57,9 @@ pub(crate) async fn access(argv: &[String]) -> Result<u8, CliError> {
         }
         "get" | "status" => {
             let id = cmd.expect_args(1, "ward access get ID")?[0].clone();
-            let response = client.request("GET", &format!("sys/access/requests/{id}"), None).await?;
+            let response = client
+                .request("GET", &format!("sys/access/requests/{id}"), None)
+                .await?;
             cmd.show(&response.unwrap_or(Value::Null))
         }
         "approve" | "deny" | "revoke" => {
@@ -59,7 +67,11 @@ pub(crate) async fn access(argv: &[String]) -> Result<u8, CliError> {
             let id = cmd.expect_args(1, &usage)?[0].clone();
             let body = json!({ "reason": cmd.args.value("reason").unwrap_or("") });
             let response = client
-                .request("POST", &format!("sys/access/requests/{id}/{verb}"), Some(&body))
+                .request(
+                    "POST",
+                    &format!("sys/access/requests/{id}/{verb}"),
+                    Some(&body),
+                )
                 .await?;
             match response {
                 Some(body) if !body.is_null() => cmd.show(&body),
@@ -69,6 +81,8 @@ pub(crate) async fn access(argv: &[String]) -> Result<u8, CliError> {
                 }
             }
         }
-        other => Err(CliError::usage(format!("unknown subcommand {other:?}; usage: {USAGE}"))),
+        other => Err(CliError::usage(format!(
+            "unknown subcommand {other:?}; usage: {USAGE}"
+        ))),
     }
 }
