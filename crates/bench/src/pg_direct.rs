@@ -1,5 +1,5 @@
 //! The PostgreSQL baseline of bench/run: the statements Ward's database engine runs to issue
-//! a dynamic credential (`CREATE ROLE ... VALID UNTIL` and a `GRANT`), run directly through a
+//! a dynamic credential (`CREATE ROLE ... VALID UNTIL` and a `GRANT` of a role), run directly through a
 //! pool of the same size as Ward's (`max_open_connections`, default 4) by 16 concurrent
 //! clients. Ward's issuance rate is reported as a ratio to this rate. Roles are dropped after.
 //!
@@ -23,7 +23,7 @@ async fn main() -> Result<(), String> {
     for _ in 0..pool_size {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("connect: {e:?}"))?;
         tokio::spawn(connection);
         pool.push(Arc::new(Mutex::new(client)));
     }
@@ -39,10 +39,12 @@ async fn main() -> Result<(), String> {
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("v-bench-{run}-{worker}-{n}");
                 let sql = format!(
-                    "BEGIN; CREATE ROLE \"{name}\" WITH LOGIN PASSWORD 'A1a-benchmarkpassword' VALID UNTIL '2099-01-01 00:00:00+00'; GRANT CONNECT ON DATABASE postgres TO \"{name}\"; COMMIT;"
+                    "BEGIN; CREATE ROLE \"{name}\" WITH LOGIN PASSWORD 'A1a-benchmarkpassword' VALID UNTIL '2099-01-01 00:00:00+00'; GRANT pg_read_all_data TO \"{name}\"; COMMIT;"
                 );
                 let client = client.lock().await;
                 if client.batch_execute(&sql).await.is_err() {
+                    // Leave the connection usable for the others (and for the cleanup).
+                    let _ = client.batch_execute("ROLLBACK").await;
                     return;
                 }
                 drop(client);
@@ -67,10 +69,12 @@ async fn main() -> Result<(), String> {
             &[&format!("v-bench-{run}-%")],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cleanup query: {e:?}"))?;
     for row in rows {
         let name: String = row.get(0);
-        let _ = client.batch_execute(&format!("REVOKE CONNECT ON DATABASE postgres FROM \"{name}\"; DROP ROLE IF EXISTS \"{name}\"")).await;
+        let _ = client
+            .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
+            .await;
     }
     Ok(())
 }
