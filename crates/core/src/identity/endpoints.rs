@@ -38,7 +38,7 @@ impl Core {
                 };
                 let entity = apply_entity(existing.unwrap_or_else(|| new_entity(&id)), data)?;
                 let entity = store.put_entity(entity, now).await?;
-                Response::with_data(obj(
+                Response::with_data(Core::data_map(
                     json!({ "id": entity.id, "name": entity.name, "aliases": Value::Null }),
                 ))
             }
@@ -70,7 +70,9 @@ impl Core {
                             (None, _) => return Err(Error::invalid("entity not found")),
                         };
                         let entity = store.put_entity(apply_entity(base, data)?, now).await?;
-                        Response::with_data(obj(json!({ "id": entity.id, "name": entity.name })))
+                        Response::with_data(Core::data_map(
+                            json!({ "id": entity.id, "name": entity.name }),
+                        ))
                     }
                     _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
                 }
@@ -91,7 +93,7 @@ impl Core {
                 )?;
                 self.check_accessor(state, &alias.mount_accessor)?;
                 let alias = store.put_alias(alias, now).await?;
-                Response::with_data(obj(
+                Response::with_data(Core::data_map(
                     json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
                 ))
             }
@@ -110,7 +112,7 @@ impl Core {
                         .await?
                         .ok_or_else(|| Error::invalid("alias not found"))?;
                     let alias = store.put_alias(apply_alias(alias, data)?, now).await?;
-                    Response::with_data(obj(
+                    Response::with_data(Core::data_map(
                         json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
                     ))
                 }
@@ -125,7 +127,9 @@ impl Core {
                 };
                 let group = apply_group(existing.unwrap_or_else(|| new_group(&id)), data)?;
                 let group = store.put_group(group, now).await?;
-                Response::with_data(obj(json!({ "id": group.id, "name": group.name })))
+                Response::with_data(Core::data_map(
+                    json!({ "id": group.id, "name": group.name }),
+                ))
             }
             (["group", "id"], Operation::List) => list_groups(store, false).await?,
             (["group", "name"], Operation::List) => list_groups(store, true).await?,
@@ -155,7 +159,9 @@ impl Core {
                             (None, _) => return Err(Error::invalid("group not found")),
                         };
                         let group = store.put_group(apply_group(base, data)?, now).await?;
-                        Response::with_data(obj(json!({ "id": group.id, "name": group.name })))
+                        Response::with_data(Core::data_map(
+                            json!({ "id": group.id, "name": group.name }),
+                        ))
                     }
                     _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
                 }
@@ -176,7 +182,7 @@ impl Core {
                 )?;
                 self.check_accessor(state, &alias.mount_accessor)?;
                 let alias = store.put_group_alias(alias, now).await?;
-                Response::with_data(obj(
+                Response::with_data(Core::data_map(
                     json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
                 ))
             }
@@ -198,7 +204,7 @@ impl Core {
                     let alias = store
                         .put_group_alias(apply_group_alias(alias, data)?, now)
                         .await?;
-                    Response::with_data(obj(
+                    Response::with_data(Core::data_map(
                         json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
                     ))
                 }
@@ -225,13 +231,6 @@ impl Core {
                 "invalid mount accessor \"{accessor}\""
             ))),
         }
-    }
-}
-
-fn obj(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(m) => m,
-        _ => Map::new(),
     }
 }
 
@@ -353,7 +352,7 @@ fn apply_group_alias(
 }
 
 fn alias_json(alias: &Alias) -> Map<String, Value> {
-    obj(json!({
+    Core::data_map(json!({
         "id": alias.id,
         "canonical_id": alias.canonical_id,
         "mount_accessor": alias.mount_accessor,
@@ -367,7 +366,7 @@ fn alias_json(alias: &Alias) -> Map<String, Value> {
 }
 
 fn group_alias_json(alias: &GroupAlias) -> Map<String, Value> {
-    obj(json!({
+    Core::data_map(json!({
         "id": alias.id,
         "canonical_id": alias.canonical_id,
         "mount_accessor": alias.mount_accessor,
@@ -391,7 +390,7 @@ async fn entity_json(store: &IdentityStore, entity: &Entity) -> Result<Map<Strin
         .iter()
         .filter(|g| !direct.contains(g))
         .collect();
-    Ok(obj(json!({
+    Ok(Core::data_map(json!({
         "id": entity.id,
         "name": entity.name,
         "metadata": entity.metadata,
@@ -417,7 +416,7 @@ async fn group_json(store: &IdentityStore, group: &Group) -> Result<Map<String, 
             }
         }
     }
-    Ok(obj(json!({
+    Ok(Core::data_map(json!({
         "id": group.id,
         "name": group.name,
         "type": group.kind,
@@ -450,7 +449,7 @@ async fn list_entities(store: &IdentityStore, by_name: bool) -> Result<Response,
     if keys.is_empty() {
         return Err(Error::not_found());
     }
-    Ok(Response::with_data(obj(
+    Ok(Response::with_data(Core::data_map(
         json!({ "keys": keys, "key_info": key_info }),
     )))
 }
@@ -476,7 +475,7 @@ async fn list_groups(store: &IdentityStore, by_name: bool) -> Result<Response, E
     if keys.is_empty() {
         return Err(Error::not_found());
     }
-    Ok(Response::with_data(obj(
+    Ok(Response::with_data(Core::data_map(
         json!({ "keys": keys, "key_info": key_info }),
     )))
 }
@@ -486,7 +485,7 @@ async fn list_ids(store: &IdentityStore, kind: &str) -> Result<Response, Error> 
     if keys.is_empty() {
         return Err(Error::not_found());
     }
-    Ok(Response::with_data(obj(json!({ "keys": keys }))))
+    Ok(Response::with_data(Core::data_map(json!({ "keys": keys }))))
 }
 
 async fn lookup_entity(

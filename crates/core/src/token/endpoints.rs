@@ -285,10 +285,7 @@ impl Core {
                     if entry.hash.is_empty() {
                         return Err(Error::invalid("batch tokens cannot be revoked"));
                     }
-                    state
-                        .tokens
-                        .orphan_children(&entry.hash, self.now_unix())
-                        .await?;
+                    state.tokens.orphan_children(&entry.hash).await?;
                     self.remove_token(state, &entry).await?;
                 }
                 Response::default()

@@ -406,7 +406,7 @@ impl TokenStore {
     }
 
     /// Makes a token's children orphans (revoke-orphan).
-    pub async fn orphan_children(&self, hash: &str, now: i64) -> Result<(), Error> {
+    pub async fn orphan_children(&self, hash: &str) -> Result<(), Error> {
         for child in self.children(hash).await? {
             let stored: Option<TokenEntry> =
                 self.view.get_json(&format!("{ID_PREFIX}{child}")).await?;
@@ -419,7 +419,6 @@ impl TokenStore {
                 next.orphan = true;
                 self.update(&entry, next).await?;
             }
-            let _ = now;
         }
         Ok(())
     }
