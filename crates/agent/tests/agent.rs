@@ -1184,3 +1184,275 @@ template {
         "pw"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A real PostgreSQL dynamic secret through the real server
+
+/// The PostgreSQL of the test machines: loopback, user `postgres`, trust authentication.
+const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+async fn pg_admin() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(PG_ADMIN, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL answers on 127.0.0.1:5432 (scripts/ensure-databases)");
+    tokio::spawn(connection);
+    client
+}
+
+/// Logs in to PostgreSQL as `username` and runs `SELECT 1`.
+async fn pg_select_one(username: &str, password: &str) -> Result<i32, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(5432)
+        .user(username)
+        .password(password)
+        .dbname("postgres");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.query_one("SELECT 1", &[]).await?.try_get(0)
+}
+
+/// The end of `VALID UNTIL` for `username` (seconds since the epoch), which Ward sets to the
+/// lease's expiry when it creates the user and again at each renewal; None once dropped.
+async fn pg_valid_until(admin: &tokio_postgres::Client, username: &str) -> Option<i64> {
+    admin
+        .query_opt(
+            "SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = $1",
+            &[&username],
+        )
+        .await
+        .expect("pg_roles")
+        .map(|row| row.get::<_, i64>(0))
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// A real `ward server -dev` with the database engine on the real PostgreSQL and a role `app`
+/// whose leases last `default_ttl` seconds and may be renewed up to ten minutes.
+async fn real_server_with_postgres_role(default_ttl: u64) -> support::RealServer {
+    use reqwest::Method;
+    let server = support::RealServer::start().await;
+    server
+        .call(
+            Method::POST,
+            "sys/mounts/database",
+            Some(json!({"type": "database"})),
+        )
+        .await;
+    server
+        .call(
+            Method::POST,
+            "database/config/pg",
+            Some(json!({
+                "plugin_name": "postgresql-database-plugin",
+                "allowed_roles": ["app"],
+                "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable",
+                "username": "postgres",
+                "password": "unused",
+            })),
+        )
+        .await;
+    server
+        .call(
+            Method::POST,
+            "database/roles/app",
+            Some(json!({
+                "db_name": "pg",
+                "default_ttl": format!("{default_ttl}s"),
+                "max_ttl": "10m",
+                "creation_statements": "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+            })),
+        )
+        .await;
+    server
+}
+
+/// An agent logged in to `server` (its root token, from a file) that renders
+/// `database/creds/app` to `db.txt` as `username:password` and injects the password into the
+/// egress route `db`.
+async fn postgres_agent(
+    server: &support::RealServer,
+    upstream: &Upstream,
+    dir: &Path,
+    extra: &str,
+) -> ward_agent::RunningAgent {
+    let text = format!(
+        r#"
+vault {{ address = "{address}" }}
+auto_auth {{
+  method "token_file" {{ config {{ token_file_path = "{token}" }} }}
+}}
+{extra}
+template {{
+  contents = "{{{{ with secret \"database/creds/app\" }}}}{{{{ .Data.username }}}}:{{{{ .Data.password }}}}{{{{ end }}}}"
+  destination = "db.txt"
+  perms = "0600"
+}}
+{egress}
+"#,
+        address = server.address,
+        token = token_file(dir, &server.root_token),
+        egress = egress_config(
+            upstream,
+            r#"
+  route "db" {
+    upstream = "UPSTREAM"
+    credential = "database/creds/app"
+    inject { header = "x-db-password"  value = "{{ .Data.password }}" }
+  }
+"#
+        ),
+    );
+    start_agent(&text, dir).await
+}
+
+/// Drops the PostgreSQL user the test made (the killed dev server can no longer revoke it).
+async fn drop_pg_user(admin: &tokio_postgres::Client, username: &str) {
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS \"{username}\""))
+        .await
+        .expect("drop role");
+}
+
+/// The issue's fail-fast path with every part real: `ward server`, the database engine and
+/// PostgreSQL. The credential is rendered, renewed (same user, `VALID UNTIL` moved on, still
+/// able to log in), and when the server is stopped it stays in service until the lease's
+/// expiry and is withdrawn then, from the file and from the egress route.
+#[tokio::test]
+async fn real_postgres_credential_is_renewed_then_withdrawn_when_the_server_stops() {
+    // Long enough that the checks between the renewal and the expiry fit on a loaded machine.
+    const LEASE_SECONDS: u64 = 8;
+    let admin = pg_admin().await;
+    let mut server = real_server_with_postgres_role(LEASE_SECONDS).await;
+    let upstream = Upstream::start_http().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = postgres_agent(&server, &upstream, dir.path(), "").await;
+    let base = format!("http://{}", agent.egress_address.expect("egress"));
+    let db = dir.path().join("db.txt");
+    eventually(WAIT, "credential rendered", || {
+        std::fs::read_to_string(&db).is_ok_and(|text| text.contains(':'))
+    })
+    .await;
+    let rendered = std::fs::read_to_string(&db).expect("db.txt");
+    let (username, password) = rendered.split_once(':').expect("username:password");
+    let (username, password) = (username.to_owned(), password.to_owned());
+    assert_eq!(
+        std::fs::metadata(&db).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(pg_select_one(&username, &password).await.expect("login"), 1);
+    let first_valid_until = pg_valid_until(&admin, &username)
+        .await
+        .expect("the user exists");
+
+    wait_ready(&base, "/db/x").await;
+    assert_eq!(upstream.last().headers["x-db-password"], password.as_str());
+
+    // Renewed at about two thirds of the lease: the same user, valid for longer.
+    eventually(Duration::from_secs(30), "lease renewed", || {
+        agent.metrics.lease_renewals.get() >= 1
+    })
+    .await;
+    let expiry = pg_valid_until(&admin, &username)
+        .await
+        .expect("the user still exists after renewal");
+    assert!(
+        expiry > first_valid_until,
+        "VALID UNTIL moved from {first_valid_until} to {expiry}"
+    );
+    // The server goes away just after the renewal, so most of the lease is still ahead.
+    server.kill().await;
+    let expiry = expiry as f64;
+
+    // Until the lease's expiry the same credential is still in service: in the file, in
+    // PostgreSQL and on the egress route.
+    assert_eq!(
+        std::fs::read_to_string(&db).expect("not withdrawn before the lease's expiry"),
+        rendered,
+        "a renewal keeps the same credential"
+    );
+    assert_eq!(
+        pg_select_one(&username, &password)
+            .await
+            .expect("login after renewal"),
+        1
+    );
+    let client = support::http_client();
+    let response = client
+        .get(format!("{base}/db/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "served until the lease's expiry");
+    assert!(
+        unix_now() < expiry,
+        "the checks above ran before the expiry (machine too slow for an {LEASE_SECONDS} s lease)"
+    );
+    assert!(db.exists(), "withdrawn before the lease's expiry");
+
+    eventually(
+        Duration::from_secs(LEASE_SECONDS + 20),
+        "file removed at expiry",
+        || !db.exists(),
+    )
+    .await;
+    let withdrawn_at = unix_now();
+    // VALID UNTIL has whole seconds; the agent counts from when it received the renewal.
+    assert!(
+        withdrawn_at >= expiry - 1.0,
+        "withdrawn at {withdrawn_at}, before the lease's expiry {expiry}"
+    );
+    let response = client
+        .get(format!("{base}/db/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "credential_unavailable", "{body}");
+    assert!(agent.metrics.secrets_withdrawn.get() >= 1);
+    drop_pg_user(&admin, &username).await;
+}
+
+/// The same with `exit_on_retry_failure`: the agent keeps serving until the lease's expiry,
+/// then exits non-zero so that Kubernetes restarts the pod.
+#[tokio::test]
+async fn real_postgres_exit_on_retry_failure_exits_at_expiry() {
+    const LEASE_SECONDS: u64 = 6;
+    let admin = pg_admin().await;
+    let mut server = real_server_with_postgres_role(LEASE_SECONDS).await;
+    let upstream = Upstream::start_http().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = postgres_agent(
+        &server,
+        &upstream,
+        dir.path(),
+        "template_config { exit_on_retry_failure = true }",
+    )
+    .await;
+    let db = dir.path().join("db.txt");
+    eventually(WAIT, "credential rendered", || {
+        std::fs::read_to_string(&db).is_ok_and(|text| text.contains(':'))
+    })
+    .await;
+    let rendered = std::fs::read_to_string(&db).expect("db.txt");
+    let username = rendered.split_once(':').expect("username:password").0;
+    server.kill().await;
+    let expiry = pg_valid_until(&admin, username).await.expect("user") as f64;
+    let code = tokio::time::timeout(Duration::from_secs(LEASE_SECONDS + 20), agent.wait())
+        .await
+        .expect("the agent exits once the lease has expired");
+    let exited_at = unix_now();
+    assert_eq!(code, 1);
+    assert!(
+        exited_at >= expiry - 1.0,
+        "exited at {exited_at}, before the lease's expiry {expiry}"
+    );
+    drop_pg_user(&admin, username).await;
+}
