@@ -533,9 +533,16 @@ impl Core {
                             .iter()
                             .any(|a| a.entity_id == m.entity_id)
                 });
-            if mine || can_approve {
+            // Approvers keep seeing a grant while it lasts, so that they can revoke it.
+            let can_revoke = record.state.is_granted()
+                && (mine
+                    || membership
+                        .as_ref()
+                        .is_some_and(|m| m.in_any(&record.approvals.group_names, &[])));
+            if mine || can_approve || can_revoke {
                 let mut summary = record.to_json();
                 summary["can_approve"] = Value::Bool(can_approve);
+                summary["can_revoke"] = Value::Bool(can_revoke);
                 summary["mine"] = Value::Bool(mine);
                 keys.push(Value::from(record.id.clone()));
                 info.insert(record.id.clone(), summary);

@@ -122,50 +122,41 @@ impl Ui {
         {
             Ok(response) => {
                 let items = key_info(response.data.as_ref());
-                let (waiting, mine): (Vec<&Value>, Vec<&Value>) =
-                    items.iter().partition(|i| i["can_approve"] == json!(true));
-                let waiting: Vec<Vec<String>> = waiting
-                    .iter()
-                    .map(|item| access_row(item, now, Some(csrf)))
-                    .collect();
-                let mine: Vec<Vec<String>> = mine
-                    .iter()
-                    .filter(|i| i["mine"] == json!(true))
-                    .map(|item| access_row(item, now, None))
-                    .collect();
+                let rows = |keep: &dyn Fn(&Value) -> bool, actions: AccessActions<'_>| {
+                    items
+                        .iter()
+                        .filter(|item| keep(item))
+                        .map(|item| access_row(item, now, actions))
+                        .collect::<Vec<_>>()
+                };
+                let flag = |item: &Value, name: &str| item[name] == json!(true);
+                let waiting = rows(
+                    &|i| flag(i, "can_approve"),
+                    AccessActions::ApproveOrDeny(csrf),
+                );
+                let grants = rows(
+                    &|i| flag(i, "can_revoke") && !flag(i, "mine"),
+                    AccessActions::Revoke(csrf),
+                );
+                let mine = rows(&|i| flag(i, "mine"), AccessActions::DetailsOnly);
                 if waiting.is_empty() {
                     body.push_str("<p>No access request waits for your approval.</p>");
                 } else {
                     body.push_str(&table(
                         "Access requests waiting for you",
-                        &[
-                            "Requester",
-                            "Role",
-                            "Reason",
-                            "Event",
-                            "Age",
-                            "State",
-                            "Approvals so far",
-                            "Actions",
-                        ],
+                        &ACCESS_COLUMNS,
                         &waiting,
                     ));
                 }
-                if !mine.is_empty() {
+                if !grants.is_empty() {
                     body.push_str(&table(
-                        "Your access requests",
-                        &[
-                            "Requester",
-                            "Role",
-                            "Reason",
-                            "Event",
-                            "Age",
-                            "State",
-                            "Approvals so far",
-                            "Actions",
-                        ],
-                        &mine,
+                        "Access granted with your group's approval (you can revoke it)",
+                        &ACCESS_COLUMNS,
+                        &grants,
                     ));
+                }
+                if !mine.is_empty() {
+                    body.push_str(&table("Your access requests", &ACCESS_COLUMNS, &mine));
                 }
             }
             Err(error) => body.push_str(&unavailable(&error)),
@@ -607,18 +598,42 @@ fn creating_mount(path: &str) -> String {
     }
 }
 
-/// One access request as a row; `csrf` when the viewer can approve it.
-fn access_row(item: &Value, now: i64, csrf: Option<&str>) -> Vec<String> {
+/// The columns of an access request row.
+const ACCESS_COLUMNS: [&str; 8] = [
+    "Requester",
+    "Role",
+    "Reason",
+    "Event",
+    "Age",
+    "State",
+    "Approvals so far",
+    "Actions",
+];
+
+/// The buttons of an access request row (each form carries the session's CSRF token).
+#[derive(Clone, Copy)]
+enum AccessActions<'a> {
+    ApproveOrDeny(&'a str),
+    Revoke(&'a str),
+    DetailsOnly,
+}
+
+/// One access request as a row.
+fn access_row(item: &Value, now: i64, actions: AccessActions<'_>) -> Vec<String> {
     let id = text(item, &["id"]);
     let link = format!("/ui/requests/access/{}", encode_segment(&id));
-    let actions = match csrf {
-        Some(csrf) => format!(
-            r#"<a href="{}">Details</a> {} {}"#,
-            escape(&link),
+    let details = format!(r#"<a href="{}">Details</a>"#, escape(&link));
+    let actions = match actions {
+        AccessActions::ApproveOrDeny(csrf) => format!(
+            "{details} {} {}",
             button_form(&format!("{link}/approve"), "Approve", csrf, false),
             button_form(&format!("{link}/deny"), "Deny", csrf, false)
         ),
-        None => format!(r#"<a href="{}">Details</a>"#, escape(&link)),
+        AccessActions::Revoke(csrf) => format!(
+            "{details} {}",
+            button_form(&format!("{link}/revoke"), "Revoke", csrf, false)
+        ),
+        AccessActions::DetailsOnly => details,
     };
     vec![
         requester_cell(
@@ -629,7 +644,7 @@ fn access_row(item: &Value, now: i64, csrf: Option<&str>) -> Vec<String> {
         escape(&text(item, &["reason"])),
         event_cell(item),
         escape(&age(now - int(item, &["creation_unix"]))),
-        escape(&text(item, &["state"])),
+        state_cell(item),
         format!(
             "{} of {}",
             int(item, &["approvals", "received"]),
@@ -637,6 +652,26 @@ fn access_row(item: &Value, now: i64, csrf: Option<&str>) -> Vec<String> {
         ),
         actions,
     ]
+}
+
+/// The state, and for an ended request who ended it and why (the gatekeeper's reason for a
+/// denial by the gatekeeper): the requester learns why without opening the details.
+fn state_cell(item: &Value) -> String {
+    let state = text(item, &["state"]);
+    if !matches!(state.as_str(), "denied" | "revoked") {
+        return escape(&state);
+    }
+    let last = list(item, "history").last().cloned().unwrap_or_default();
+    let actor = text(&last, &["actor_name"]);
+    let note = text(&last, &["note"]);
+    let mut out = escape(&state);
+    if !actor.is_empty() {
+        out.push_str(&format!(" by {}", escape(&actor)));
+    }
+    if !note.is_empty() {
+        out.push_str(&format!(": {}", escape(&note)));
+    }
+    out
 }
 
 fn requester_cell(name: &str, id: &str) -> String {
@@ -802,7 +837,7 @@ mod tests {
             "requester": {"entity_name": "alice\" onmouseover=\"x", "entity_id": "e1"},
             "approvals": {"received": 0, "required": 2}, "creation_unix": 0,
         });
-        let row = access_row(&item, 10, Some("csrf")).join("");
+        let row = access_row(&item, 10, AccessActions::ApproveOrDeny("csrf")).join("");
         assert!(!row.contains("<script>"));
         assert!(row.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(row.contains("&lt;b&gt;bold&lt;/b&gt;"));
