@@ -23,7 +23,6 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
-use zeroize::Zeroizing;
 
 use crate::engine::{fields, EngineResponse, Operation};
 use crate::error::Error;
@@ -123,7 +122,7 @@ struct SinkRecord {
     kind: String,
     url: String,
     #[serde(default)]
-    secret: String,
+    secret: crate::secret::Secret,
     #[serde(default)]
     min_severity: Severity,
 }
@@ -476,7 +475,10 @@ impl Alerts {
         .map_err(|e| e.to_string())?;
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         if !sink.secret.is_empty() {
-            headers.push((SIGNATURE_HEADER.to_string(), signature(&sink.secret, &body)));
+            headers.push((
+                SIGNATURE_HEADER.to_string(),
+                signature(sink.secret.expose(), &body),
+            ));
         }
         transport.post(&sink.url, &headers, body).await
     }
@@ -600,11 +602,13 @@ impl Alerts {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
                     return Err(Error::invalid("url must be an http:// or https:// URL"));
                 }
-                let secret = Zeroizing::new(
-                    fields::string(data, "secret")?
-                        .or(existing.as_ref().map(|s| s.secret.clone()))
+                let secret = match fields::string(data, "secret")? {
+                    Some(text) => crate::secret::Secret::from(text),
+                    None => existing
+                        .as_ref()
+                        .map(|s| s.secret.clone())
                         .unwrap_or_default(),
-                );
+                };
                 let min_severity = match fields::string(data, "min_severity")? {
                     Some(text) => Severity::parse(&text).ok_or_else(|| {
                         Error::invalid("min_severity must be info, low, medium, high or critical")
@@ -618,7 +622,7 @@ impl Alerts {
                     name: name.to_string(),
                     kind,
                     url,
-                    secret: secret.to_string(),
+                    secret,
                     min_severity,
                 };
                 self.store()

@@ -24,6 +24,7 @@ pub mod policy_store;
 pub mod quotas;
 pub mod request;
 mod seal;
+pub mod secret;
 pub mod shamir;
 mod sys;
 pub mod token;

@@ -36,7 +36,7 @@ pub(crate) const COMMANDS: &[Help] = &[
         "Prints whether Ward is initialised and sealed. Exit code 0 when unsealed, 2 when\n  sealed, 1 when the server cannot be reached.",
         "ward status -format=json"),
     help("login", "Authenticate and store the token", "ward login [-method=M] [-path=P] [-no-store] [TOKEN | k=v ...]",
-        "Logs in and writes the token to ~/.ward-token (mode 0600) for later commands, unless\n  -no-store. Methods: token (default; TOKEN, or prompted without echo), userpass\n  (username=NAME, password prompted), approle (role_id= secret_id=), jwt (role= jwt=@file),\n  kubernetes (role=, the service-account token by default), oidc (role=; opens the\n  provider's URL and waits on localhost:8250, port=N to change). -path=P when the method\n  is mounted elsewhere. -token-only prints only the token.",
+        "Logs in and writes the token to ~/.ward-token (mode 0600) for later commands, unless\n  -no-store. Methods: token (default; TOKEN, or prompted without echo), userpass\n  (username=NAME, password prompted), approle (role_id= secret_id=), jwt (role= jwt=@file),\n  kubernetes (role=, the service-account token by default), oidc (role=; opens the\n  provider's URL and waits on localhost:8250; port=N to change it, port=0 for any free\n  port). -path=P when the method is mounted elsewhere. -token-only prints only the token.",
         "ward login -method=userpass username=alice"),
     help("read", "Read data and retrieve secrets", "ward read [flags] PATH [k=v ...]",
         "Reads any API path. k=v pairs are sent as query parameters. Prints a table, or the\n  response with -format=json|yaml, or one value with -field=NAME.",

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 use ward_core::engine::{fields, LeaseInfo, MountInfo, SecretSpec};
+use ward_core::secret::Secret;
 use ward_core::{Engine, EngineContext, EngineRequest, EngineResponse, Error, Operation};
 use zeroize::Zeroizing;
 
@@ -66,7 +67,7 @@ struct DbConfig {
     #[serde(default)]
     username: String,
     #[serde(default)]
-    password: String,
+    password: Secret,
     #[serde(default)]
     allowed_roles: Vec<String>,
     #[serde(default = "default_max_open")]
@@ -105,7 +106,7 @@ impl DbConfig {
             dialect: self.dialect()?,
             connection_url: &self.connection_url,
             username: &self.username,
-            password: &self.password,
+            password: self.password.expose(),
             max_open_connections: self.max_open_connections,
         })
     }
@@ -145,7 +146,7 @@ struct StaticRole {
     rotation_period: u64,
     #[serde(default)]
     rotation_statements: Vec<String>,
-    password: String,
+    password: Secret,
     last_vault_rotation: i64,
 }
 
@@ -413,9 +414,13 @@ impl DatabaseEngine {
             username: fields::string(data, "username")?
                 .or(existing.as_ref().map(|c| c.username.clone()))
                 .unwrap_or_default(),
-            password: fields::string(data, "password")?
-                .or(existing.as_ref().map(|c| c.password.clone()))
-                .unwrap_or_default(),
+            password: match fields::string(data, "password")? {
+                Some(text) => Secret::from(text),
+                None => existing
+                    .as_ref()
+                    .map(|c| c.password.clone())
+                    .unwrap_or_default(),
+            },
             allowed_roles: fields::strings(data, "allowed_roles")?
                 .or(existing.as_ref().map(|c| c.allowed_roles.clone()))
                 .unwrap_or_default(),
@@ -498,7 +503,7 @@ impl DatabaseEngine {
             .collect();
         let pool = self.pool(ctx, name, &config).await?;
         pool.execute(&rendered).await.map_err(db_error)?;
-        config.password = password.to_string();
+        config.password = Secret::new(password.as_str());
         ctx.storage
             .put_json(&format!("{CONFIG_PREFIX}{name}"), &config)
             .await?;
@@ -785,7 +790,7 @@ impl DatabaseEngine {
             .collect();
         let pool = self.pool(ctx, &role.db_name, &config).await?;
         pool.execute(&rendered).await.map_err(db_error)?;
-        role.password = password.to_string();
+        role.password = Secret::new(password.as_str());
         role.last_vault_rotation = ctx.now.unix_timestamp();
         ctx.storage
             .put_json(&format!("{STATIC_ROLE_PREFIX}{name}"), &role)
@@ -949,7 +954,7 @@ fn static_role_data(role: &StaticRole, now: i64, with_password: bool) -> Map<Str
     );
     data.insert("ttl".into(), json!((next - now).max(0)));
     if with_password {
-        data.insert("password".into(), json!(role.password));
+        data.insert("password".into(), json!(role.password.expose()));
     } else {
         data.insert(
             "rotation_statements".into(),
