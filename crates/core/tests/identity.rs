@@ -400,3 +400,100 @@ async fn disabled_entities_cannot_log_in() {
         .expect("list");
     assert_eq!(data(&listed)["keys"], json!([agent.entity_id]));
 }
+
+#[tokio::test]
+async fn group_aliases_follow_their_group_through_update_and_delete() {
+    let (core, root, accessor) = setup().await;
+    let mut group_ids = Vec::new();
+    for name in ["ops", "dev"] {
+        let group = call(
+            &core,
+            Verb::Write,
+            "identity/group",
+            &root,
+            json!({"name": name, "type": "external"}),
+        )
+        .await
+        .expect("group");
+        group_ids.push(data(&group)["id"].as_str().expect("id").to_string());
+    }
+    let alias = call(
+        &core,
+        Verb::Write,
+        "identity/group-alias",
+        &root,
+        json!({"name": "idp-ops", "mount_accessor": accessor, "canonical_id": group_ids[0]}),
+    )
+    .await
+    .expect("alias");
+    let alias_id = data(&alias)["id"].as_str().expect("id").to_string();
+    let read_group = |id: String| {
+        let core = Arc::clone(&core);
+        let root = root.clone();
+        async move {
+            call(
+                &core,
+                Verb::Read,
+                &format!("identity/group/id/{id}"),
+                &root,
+                json!({}),
+            )
+            .await
+            .expect("group read")
+        }
+    };
+    let ops = read_group(group_ids[0].clone()).await;
+    assert_eq!(data(&ops)["alias"]["name"], json!("idp-ops"));
+
+    // Moving the alias to the other group moves it in the group reads and in logins.
+    call(
+        &core,
+        Verb::Write,
+        &format!("identity/group-alias/id/{alias_id}"),
+        &root,
+        json!({"canonical_id": group_ids[1]}),
+    )
+    .await
+    .expect("move alias");
+    let ops = read_group(group_ids[0].clone()).await;
+    assert_eq!(data(&ops)["alias"], json!({}));
+    let dev = read_group(group_ids[1].clone()).await;
+    assert_eq!(data(&dev)["alias"]["id"], json!(alias_id));
+    login(&core, "bob", &["idp-ops"]).await;
+    let dev = read_group(group_ids[1].clone()).await;
+    assert_eq!(
+        data(&dev)["member_entity_ids"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Deleting the group deletes its alias; the name is free for another group.
+    call(
+        &core,
+        Verb::Delete,
+        &format!("identity/group/id/{}", group_ids[1]),
+        &root,
+        json!({}),
+    )
+    .await
+    .expect("delete group");
+    let gone = call(
+        &core,
+        Verb::Read,
+        &format!("identity/group-alias/id/{alias_id}"),
+        &root,
+        json!({}),
+    )
+    .await;
+    assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+    call(
+        &core,
+        Verb::Write,
+        "identity/group-alias",
+        &root,
+        json!({"name": "idp-ops", "mount_accessor": accessor, "canonical_id": group_ids[0]}),
+    )
+    .await
+    .expect("the alias name is free again");
+    let ops = read_group(group_ids[0].clone()).await;
+    assert_eq!(data(&ops)["alias"]["name"], json!("idp-ops"));
+}

@@ -29,187 +29,33 @@ impl Core {
         let segments: Vec<&str> = trimmed.split('/').collect();
         let write = operation.is_write();
         let mut response = match (segments.as_slice(), operation) {
-            (["entity"], _) if write => {
-                let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() {
-                    None
-                } else {
-                    store.entity(&id).await?
-                };
-                let entity = apply_entity(existing.unwrap_or_else(|| new_entity(&id)), data)?;
-                let entity = store.put_entity(entity, now).await?;
-                Response::with_data(Core::data_map(
-                    json!({ "id": entity.id, "name": entity.name, "aliases": Value::Null }),
-                ))
-            }
-            (["entity", "id"], Operation::List) => list_entities(store, false).await?,
-            (["entity", "name"], Operation::List) => list_entities(store, true).await?,
+            (["entity"], _) if write => create::<Entity>(store, data, now).await?,
+            (["entity", "id"], Operation::List) => list::<Entity>(store, false).await?,
+            (["entity", "name"], Operation::List) => list::<Entity>(store, true).await?,
             (["entity", by @ ("id" | "name"), key], op) => {
-                let found = if *by == "id" {
-                    store.entity(key).await?
-                } else {
-                    store.entity_by_name(key).await?
-                };
-                match op {
-                    Operation::Read => Response::with_data(
-                        entity_json(store, &found.ok_or_else(Error::not_found)?).await?,
-                    ),
-                    Operation::Delete => {
-                        if let Some(entity) = found {
-                            store.delete_entity(&entity.id).await?;
-                        }
-                        Response::default()
-                    }
-                    op if op.is_write() => {
-                        let base = match (found, *by) {
-                            (Some(entity), _) => entity,
-                            (None, "name") => Entity {
-                                name: key.to_string(),
-                                ..new_entity("")
-                            },
-                            (None, _) => return Err(Error::invalid("entity not found")),
-                        };
-                        let entity = store.put_entity(apply_entity(base, data)?, now).await?;
-                        Response::with_data(Core::data_map(
-                            json!({ "id": entity.id, "name": entity.name }),
-                        ))
-                    }
-                    _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
-                }
+                by_key::<Entity>(store, *by == "name", key, op, data, now, path).await?
+            }
+            (["group"], _) if write => create::<Group>(store, data, now).await?,
+            (["group", "id"], Operation::List) => list::<Group>(store, false).await?,
+            (["group", "name"], Operation::List) => list::<Group>(store, true).await?,
+            (["group", by @ ("id" | "name"), key], op) => {
+                by_key::<Group>(store, *by == "name", key, op, data, now, path).await?
             }
             (["entity-alias"], _) if write => {
-                let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() {
-                    None
-                } else {
-                    store.alias(&id).await?
-                };
-                let alias = apply_alias(
-                    existing.unwrap_or_else(|| Alias {
-                        id: uuid::Uuid::new_v4().to_string(),
-                        ..Alias::default()
-                    }),
-                    data,
-                )?;
-                self.check_accessor(state, &alias.mount_accessor)?;
-                let alias = store.put_alias(alias, now).await?;
-                Response::with_data(Core::data_map(
-                    json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
-                ))
+                self.create_alias::<Alias>(state, store, data, now).await?
             }
             (["entity-alias", "id"], Operation::List) => list_ids(store, "alias").await?,
-            (["entity-alias", "id", id], op) => match op {
-                Operation::Read => Response::with_data(alias_json(
-                    &store.alias(id).await?.ok_or_else(Error::not_found)?,
-                )),
-                Operation::Delete => {
-                    store.delete_alias(id).await?;
-                    Response::default()
-                }
-                op if op.is_write() => {
-                    let alias = store
-                        .alias(id)
-                        .await?
-                        .ok_or_else(|| Error::invalid("alias not found"))?;
-                    let alias = store.put_alias(apply_alias(alias, data)?, now).await?;
-                    Response::with_data(Core::data_map(
-                        json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
-                    ))
-                }
-                _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
-            },
-            (["group"], _) if write => {
-                let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() {
-                    None
-                } else {
-                    store.group(&id).await?
-                };
-                let group = apply_group(existing.unwrap_or_else(|| new_group(&id)), data)?;
-                let group = store.put_group(group, now).await?;
-                Response::with_data(Core::data_map(
-                    json!({ "id": group.id, "name": group.name }),
-                ))
-            }
-            (["group", "id"], Operation::List) => list_groups(store, false).await?,
-            (["group", "name"], Operation::List) => list_groups(store, true).await?,
-            (["group", by @ ("id" | "name"), key], op) => {
-                let found = if *by == "id" {
-                    store.group(key).await?
-                } else {
-                    store.group_by_name(key).await?
-                };
-                match op {
-                    Operation::Read => Response::with_data(
-                        group_json(store, &found.ok_or_else(Error::not_found)?).await?,
-                    ),
-                    Operation::Delete => {
-                        if let Some(group) = found {
-                            store.delete_group(&group.id).await?;
-                        }
-                        Response::default()
-                    }
-                    op if op.is_write() => {
-                        let base = match (found, *by) {
-                            (Some(group), _) => group,
-                            (None, "name") => Group {
-                                name: key.to_string(),
-                                ..new_group("")
-                            },
-                            (None, _) => return Err(Error::invalid("group not found")),
-                        };
-                        let group = store.put_group(apply_group(base, data)?, now).await?;
-                        Response::with_data(Core::data_map(
-                            json!({ "id": group.id, "name": group.name }),
-                        ))
-                    }
-                    _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
-                }
+            (["entity-alias", "id", id], op) => {
+                alias_by_id::<Alias>(store, id, op, data, now, path).await?
             }
             (["group-alias"], _) if write => {
-                let id = fields::string(data, "id")?.unwrap_or_default();
-                let existing = if id.is_empty() {
-                    None
-                } else {
-                    store.group_alias(&id).await?
-                };
-                let alias = apply_group_alias(
-                    existing.unwrap_or_else(|| GroupAlias {
-                        id: uuid::Uuid::new_v4().to_string(),
-                        ..GroupAlias::default()
-                    }),
-                    data,
-                )?;
-                self.check_accessor(state, &alias.mount_accessor)?;
-                let alias = store.put_group_alias(alias, now).await?;
-                Response::with_data(Core::data_map(
-                    json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
-                ))
+                self.create_alias::<GroupAlias>(state, store, data, now)
+                    .await?
             }
             (["group-alias", "id"], Operation::List) => list_ids(store, "group-alias").await?,
-            (["group-alias", "id", id], op) => match op {
-                Operation::Read => {
-                    let alias = store.group_alias(id).await?.ok_or_else(Error::not_found)?;
-                    Response::with_data(group_alias_json(&alias))
-                }
-                Operation::Delete => {
-                    store.delete_group_alias(id).await?;
-                    Response::default()
-                }
-                op if op.is_write() => {
-                    let alias = store
-                        .group_alias(id)
-                        .await?
-                        .ok_or_else(|| Error::invalid("group alias not found"))?;
-                    let alias = store
-                        .put_group_alias(apply_group_alias(alias, data)?, now)
-                        .await?;
-                    Response::with_data(Core::data_map(
-                        json!({ "id": alias.id, "canonical_id": alias.canonical_id }),
-                    ))
-                }
-                _ => return Err(Error::UnsupportedOperation(format!("identity/{path}"))),
-            },
+            (["group-alias", "id", id], op) => {
+                alias_by_id::<GroupAlias>(store, id, op, data, now, path).await?
+            }
             (["lookup", "entity"], _) if write => match lookup_entity(store, data).await? {
                 Some(entity) => Response::with_data(entity_json(store, &entity).await?),
                 None => Response::default(),
@@ -224,6 +70,26 @@ impl Core {
         Ok(response)
     }
 
+    /// `entity-alias` / `group-alias` written without a path id: create, or update the alias
+    /// named by `id`, on an auth mount that exists.
+    async fn create_alias<A: AliasRecord>(
+        &self,
+        state: &State,
+        store: &IdentityStore,
+        data: &Map<String, Value>,
+        now: i64,
+    ) -> Result<Response, Error> {
+        let id = fields::string(data, "id")?.unwrap_or_default();
+        let existing = if id.is_empty() {
+            None
+        } else {
+            A::by_id(store, &id).await?
+        };
+        let alias = existing.unwrap_or_else(A::fresh).apply(data)?;
+        self.check_accessor(state, alias.mount_accessor())?;
+        Ok(alias.put(store, now).await?.written())
+    }
+
     fn check_accessor(&self, state: &State, accessor: &str) -> Result<(), Error> {
         match state.router().find_by_accessor(accessor) {
             Some(m) if m.entry.table == crate::mounts::Table::Auth => Ok(()),
@@ -231,6 +97,301 @@ impl Core {
                 "invalid mount accessor \"{accessor}\""
             ))),
         }
+    }
+}
+
+/// What the entity and group endpoints share: create (or update by `id`), read, update and
+/// delete by id or by name, and lists keyed by id or name with `key_info`.
+#[async_trait::async_trait]
+trait Record: Sized + Send + Sync {
+    /// The store's kind (`entity`, `group`): the prefix of its records.
+    const KIND: &'static str;
+    fn fresh(id: &str) -> Self;
+    fn named(name: &str) -> Self;
+    fn apply(self, data: &Map<String, Value>) -> Result<Self, Error>;
+    fn key_info(&self) -> Value;
+    fn key(&self, by_name: bool) -> String;
+    /// The body of a write's response.
+    fn written(&self, created: bool) -> Response;
+    async fn by_id(store: &IdentityStore, id: &str) -> Result<Option<Self>, Error>;
+    async fn by_name(store: &IdentityStore, name: &str) -> Result<Option<Self>, Error>;
+    async fn put(self, store: &IdentityStore, now: i64) -> Result<Self, Error>;
+    async fn delete(&self, store: &IdentityStore) -> Result<(), Error>;
+    async fn json(&self, store: &IdentityStore) -> Result<Map<String, Value>, Error>;
+}
+
+#[async_trait::async_trait]
+impl Record for Entity {
+    const KIND: &'static str = "entity";
+    fn fresh(id: &str) -> Self {
+        new_entity(id)
+    }
+    fn named(name: &str) -> Self {
+        Entity {
+            name: name.to_string(),
+            ..new_entity("")
+        }
+    }
+    fn apply(self, data: &Map<String, Value>) -> Result<Self, Error> {
+        apply_entity(self, data)
+    }
+    fn key_info(&self) -> Value {
+        json!({ "id": self.id, "name": self.name })
+    }
+    fn key(&self, by_name: bool) -> String {
+        if by_name { &self.name } else { &self.id }.clone()
+    }
+    fn written(&self, created: bool) -> Response {
+        let mut body = json!({ "id": self.id, "name": self.name });
+        if created {
+            body["aliases"] = Value::Null;
+        }
+        Response::with_data(Core::data_map(body))
+    }
+    async fn by_id(store: &IdentityStore, id: &str) -> Result<Option<Self>, Error> {
+        store.entity(id).await
+    }
+    async fn by_name(store: &IdentityStore, name: &str) -> Result<Option<Self>, Error> {
+        store.entity_by_name(name).await
+    }
+    async fn put(self, store: &IdentityStore, now: i64) -> Result<Self, Error> {
+        store.put_entity(self, now).await
+    }
+    async fn delete(&self, store: &IdentityStore) -> Result<(), Error> {
+        store.delete_entity(&self.id).await
+    }
+    async fn json(&self, store: &IdentityStore) -> Result<Map<String, Value>, Error> {
+        entity_json(store, self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Record for Group {
+    const KIND: &'static str = "group";
+    fn fresh(id: &str) -> Self {
+        new_group(id)
+    }
+    fn named(name: &str) -> Self {
+        Group {
+            name: name.to_string(),
+            ..new_group("")
+        }
+    }
+    fn apply(self, data: &Map<String, Value>) -> Result<Self, Error> {
+        apply_group(self, data)
+    }
+    fn key_info(&self) -> Value {
+        json!({ "id": self.id, "name": self.name, "type": self.kind })
+    }
+    fn key(&self, by_name: bool) -> String {
+        if by_name { &self.name } else { &self.id }.clone()
+    }
+    fn written(&self, _created: bool) -> Response {
+        Response::with_data(Core::data_map(json!({ "id": self.id, "name": self.name })))
+    }
+    async fn by_id(store: &IdentityStore, id: &str) -> Result<Option<Self>, Error> {
+        store.group(id).await
+    }
+    async fn by_name(store: &IdentityStore, name: &str) -> Result<Option<Self>, Error> {
+        store.group_by_name(name).await
+    }
+    async fn put(self, store: &IdentityStore, now: i64) -> Result<Self, Error> {
+        store.put_group(self, now).await
+    }
+    async fn delete(&self, store: &IdentityStore) -> Result<(), Error> {
+        store.delete_group(&self.id).await
+    }
+    async fn json(&self, store: &IdentityStore) -> Result<Map<String, Value>, Error> {
+        group_json(store, self).await
+    }
+}
+
+/// `identity/entity` or `identity/group` written without a path key: create, or update the
+/// record named by `id`.
+async fn create<R: Record>(
+    store: &IdentityStore,
+    data: &Map<String, Value>,
+    now: i64,
+) -> Result<Response, Error> {
+    let id = fields::string(data, "id")?.unwrap_or_default();
+    let existing = if id.is_empty() {
+        None
+    } else {
+        R::by_id(store, &id).await?
+    };
+    let record = existing.unwrap_or_else(|| R::fresh(&id)).apply(data)?;
+    Ok(record.put(store, now).await?.written(true))
+}
+
+/// `identity/<kind>/id/<id>` and `identity/<kind>/name/<name>`: read, delete, or write (a
+/// write by name creates the record when it does not exist).
+async fn by_key<R: Record>(
+    store: &IdentityStore,
+    by_name: bool,
+    key: &str,
+    operation: Operation,
+    data: &Map<String, Value>,
+    now: i64,
+    path: &str,
+) -> Result<Response, Error> {
+    let found = if by_name {
+        R::by_name(store, key).await?
+    } else {
+        R::by_id(store, key).await?
+    };
+    match operation {
+        Operation::Read => Ok(Response::with_data(
+            found.ok_or_else(Error::not_found)?.json(store).await?,
+        )),
+        Operation::Delete => {
+            if let Some(record) = found {
+                record.delete(store).await?;
+            }
+            Ok(Response::default())
+        }
+        op if op.is_write() => {
+            let base = match found {
+                Some(record) => record,
+                None if by_name => R::named(key),
+                None => return Err(Error::invalid(format!("{} not found", R::KIND))),
+            };
+            Ok(base.apply(data)?.put(store, now).await?.written(false))
+        }
+        _ => Err(Error::UnsupportedOperation(format!("identity/{path}"))),
+    }
+}
+
+async fn list<R: Record>(store: &IdentityStore, by_name: bool) -> Result<Response, Error> {
+    let mut keys = Vec::new();
+    let mut key_info = BTreeMap::new();
+    for id in store.ids(R::KIND).await? {
+        if let Some(record) = R::by_id(store, &id).await? {
+            let key = record.key(by_name);
+            key_info.insert(key.clone(), record.key_info());
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    if keys.is_empty() {
+        return Err(Error::not_found());
+    }
+    Ok(Response::with_data(Core::data_map(
+        json!({ "keys": keys, "key_info": key_info }),
+    )))
+}
+
+/// What entity aliases and group aliases share.
+#[async_trait::async_trait]
+trait AliasRecord: Sized + Send + Sync {
+    /// For messages: `alias`, `group alias`.
+    const NOUN: &'static str;
+    fn fresh() -> Self;
+    fn apply(self, data: &Map<String, Value>) -> Result<Self, Error>;
+    fn mount_accessor(&self) -> &str;
+    fn json(&self) -> Map<String, Value>;
+    fn ids(&self) -> (&str, &str);
+    fn written(&self) -> Response {
+        let (id, canonical_id) = self.ids();
+        Response::with_data(Core::data_map(
+            json!({ "id": id, "canonical_id": canonical_id }),
+        ))
+    }
+    async fn by_id(store: &IdentityStore, id: &str) -> Result<Option<Self>, Error>;
+    async fn put(self, store: &IdentityStore, now: i64) -> Result<Self, Error>;
+    async fn delete(store: &IdentityStore, id: &str) -> Result<(), Error>;
+}
+
+#[async_trait::async_trait]
+impl AliasRecord for Alias {
+    const NOUN: &'static str = "alias";
+    fn fresh() -> Self {
+        Alias {
+            id: uuid::Uuid::new_v4().to_string(),
+            ..Alias::default()
+        }
+    }
+    fn apply(self, data: &Map<String, Value>) -> Result<Self, Error> {
+        apply_alias(self, data)
+    }
+    fn mount_accessor(&self) -> &str {
+        &self.mount_accessor
+    }
+    fn json(&self) -> Map<String, Value> {
+        alias_json(self)
+    }
+    fn ids(&self) -> (&str, &str) {
+        (&self.id, &self.canonical_id)
+    }
+    async fn by_id(store: &IdentityStore, id: &str) -> Result<Option<Self>, Error> {
+        store.alias(id).await
+    }
+    async fn put(self, store: &IdentityStore, now: i64) -> Result<Self, Error> {
+        store.put_alias(self, now).await
+    }
+    async fn delete(store: &IdentityStore, id: &str) -> Result<(), Error> {
+        store.delete_alias(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl AliasRecord for GroupAlias {
+    const NOUN: &'static str = "group alias";
+    fn fresh() -> Self {
+        GroupAlias {
+            id: uuid::Uuid::new_v4().to_string(),
+            ..GroupAlias::default()
+        }
+    }
+    fn apply(self, data: &Map<String, Value>) -> Result<Self, Error> {
+        apply_group_alias(self, data)
+    }
+    fn mount_accessor(&self) -> &str {
+        &self.mount_accessor
+    }
+    fn json(&self) -> Map<String, Value> {
+        group_alias_json(self)
+    }
+    fn ids(&self) -> (&str, &str) {
+        (&self.id, &self.canonical_id)
+    }
+    async fn by_id(store: &IdentityStore, id: &str) -> Result<Option<Self>, Error> {
+        store.group_alias(id).await
+    }
+    async fn put(self, store: &IdentityStore, now: i64) -> Result<Self, Error> {
+        store.put_group_alias(self, now).await
+    }
+    async fn delete(store: &IdentityStore, id: &str) -> Result<(), Error> {
+        store.delete_group_alias(id).await
+    }
+}
+
+/// `identity/entity-alias/id/<id>` and `identity/group-alias/id/<id>`.
+async fn alias_by_id<A: AliasRecord>(
+    store: &IdentityStore,
+    id: &str,
+    operation: Operation,
+    data: &Map<String, Value>,
+    now: i64,
+    path: &str,
+) -> Result<Response, Error> {
+    match operation {
+        Operation::Read => Ok(Response::with_data(
+            A::by_id(store, id)
+                .await?
+                .ok_or_else(Error::not_found)?
+                .json(),
+        )),
+        Operation::Delete => {
+            A::delete(store, id).await?;
+            Ok(Response::default())
+        }
+        op if op.is_write() => {
+            let alias = A::by_id(store, id)
+                .await?
+                .ok_or_else(|| Error::invalid(format!("{} not found", A::NOUN)))?;
+            Ok(alias.apply(data)?.put(store, now).await?.written())
+        }
+        _ => Err(Error::UnsupportedOperation(format!("identity/{path}"))),
     }
 }
 
@@ -408,14 +569,10 @@ async fn entity_json(store: &IdentityStore, entity: &Entity) -> Result<Map<Strin
 }
 
 async fn group_json(store: &IdentityStore, group: &Group) -> Result<Map<String, Value>, Error> {
-    let mut alias = Value::Object(Map::new());
-    for id in store.ids("group-alias").await? {
-        if let Some(a) = store.group_alias(&id).await? {
-            if a.canonical_id == group.id {
-                alias = Value::Object(group_alias_json(&a));
-            }
-        }
-    }
+    let alias = match store.group_aliases_of(&group.id).await?.first() {
+        Some(a) => Value::Object(group_alias_json(a)),
+        None => Value::Object(Map::new()),
+    };
     Ok(Core::data_map(json!({
         "id": group.id,
         "name": group.name,
@@ -429,55 +586,6 @@ async fn group_json(store: &IdentityStore, group: &Group) -> Result<Map<String, 
         "last_update_time": rfc3339_unix(group.last_update_time),
         "namespace_id": "root",
     })))
-}
-
-async fn list_entities(store: &IdentityStore, by_name: bool) -> Result<Response, Error> {
-    let mut keys = Vec::new();
-    let mut key_info = BTreeMap::new();
-    for id in store.ids("entity").await? {
-        if let Some(entity) = store.entity(&id).await? {
-            let key = if by_name {
-                entity.name.clone()
-            } else {
-                entity.id.clone()
-            };
-            key_info.insert(key.clone(), json!({ "id": entity.id, "name": entity.name }));
-            keys.push(key);
-        }
-    }
-    keys.sort();
-    if keys.is_empty() {
-        return Err(Error::not_found());
-    }
-    Ok(Response::with_data(Core::data_map(
-        json!({ "keys": keys, "key_info": key_info }),
-    )))
-}
-
-async fn list_groups(store: &IdentityStore, by_name: bool) -> Result<Response, Error> {
-    let mut keys = Vec::new();
-    let mut key_info = BTreeMap::new();
-    for id in store.ids("group").await? {
-        if let Some(group) = store.group(&id).await? {
-            let key = if by_name {
-                group.name.clone()
-            } else {
-                group.id.clone()
-            };
-            key_info.insert(
-                key.clone(),
-                json!({ "id": group.id, "name": group.name, "type": group.kind }),
-            );
-            keys.push(key);
-        }
-    }
-    keys.sort();
-    if keys.is_empty() {
-        return Err(Error::not_found());
-    }
-    Ok(Response::with_data(Core::data_map(
-        json!({ "keys": keys, "key_info": key_info }),
-    )))
 }
 
 async fn list_ids(store: &IdentityStore, kind: &str) -> Result<Response, Error> {

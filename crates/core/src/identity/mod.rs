@@ -89,6 +89,9 @@ pub struct IdentityStore {
     generation: AtomicU64,
     /// Serialises writes so lookups by name and alias stay unique.
     write_lock: tokio::sync::Mutex<()>,
+    /// Set once the `group-aliases/<group>/<alias>` index is known to be complete (stores
+    /// written before the index existed get it built on first use).
+    group_alias_index: tokio::sync::OnceCell<()>,
 }
 
 impl IdentityStore {
@@ -98,6 +101,7 @@ impl IdentityStore {
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             write_lock: tokio::sync::Mutex::new(()),
+            group_alias_index: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -194,6 +198,51 @@ impl IdentityStore {
             Some(id) => self.group_alias(&String::from_utf8_lossy(&id)).await,
             None => Ok(None),
         }
+    }
+
+    /// The aliases of a group, through the `group-aliases/<group>/` index (no scan).
+    pub async fn group_aliases_of(&self, group_id: &str) -> Result<Vec<GroupAlias>, Error> {
+        self.ensure_group_alias_index().await?;
+        let mut out = Vec::new();
+        for id in self
+            .view
+            .list(&format!("{GROUP_ALIASES}{group_id}/"))
+            .await?
+        {
+            if let Some(alias) = self.group_alias(&id).await? {
+                out.push(alias);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds the group-alias index once for a store written before it existed; a marker key
+    /// records that it is complete, so later unseals skip the scan. Every writer of group
+    /// aliases calls this before taking `write_lock` (the once-cell holds concurrent callers
+    /// until the index is complete), so no alias is written beside an unfinished index.
+    async fn ensure_group_alias_index(&self) -> Result<(), Error> {
+        self.group_alias_index
+            .get_or_try_init(|| async {
+                if self.view.get(GROUP_ALIAS_INDEX_MARKER).await?.is_some() {
+                    return Ok(());
+                }
+                let mut ops = Vec::new();
+                for id in self.ids("group-alias").await? {
+                    if let Some(alias) = self.group_alias(&id).await? {
+                        ops.push(ViewOp::Put {
+                            key: group_alias_of(&alias),
+                            value: Vec::new(),
+                        });
+                    }
+                }
+                ops.push(ViewOp::Put {
+                    key: GROUP_ALIAS_INDEX_MARKER.to_string(),
+                    value: Vec::new(),
+                });
+                self.view.transaction(ops).await
+            })
+            .await
+            .map(|_| ())
     }
 
     pub async fn ids(&self, kind: &str) -> Result<Vec<String>, Error> {
@@ -503,6 +552,7 @@ impl IdentityStore {
     }
 
     pub async fn delete_group(&self, id: &str) -> Result<(), Error> {
+        self.ensure_group_alias_index().await?;
         let Some(mut group) = self.group(id).await? else {
             return Ok(());
         };
@@ -531,21 +581,8 @@ impl IdentityStore {
                 });
             }
         }
-        for alias_id in self.ids("group-alias").await? {
-            if let Some(alias) = self.group_alias(&alias_id).await? {
-                if alias.canonical_id == id {
-                    ops.push(ViewOp::Delete {
-                        key: format!("group-alias/{alias_id}"),
-                    });
-                    ops.push(ViewOp::Delete {
-                        key: format!(
-                            "group-alias-name/{}/{}",
-                            alias.mount_accessor,
-                            alias.name.to_lowercase()
-                        ),
-                    });
-                }
-            }
+        for alias in self.group_aliases_of(id).await? {
+            ops.extend(group_alias_delete_ops(&alias));
         }
         self.view.transaction(ops).await?;
         self.changed();
@@ -557,6 +594,7 @@ impl IdentityStore {
         mut alias: GroupAlias,
         now: i64,
     ) -> Result<GroupAlias, Error> {
+        self.ensure_group_alias_index().await?;
         let _guard = self.write_lock.lock().await;
         if alias.name.is_empty() || alias.mount_accessor.is_empty() {
             return Err(Error::invalid(
@@ -585,13 +623,7 @@ impl IdentityStore {
         let mut ops = Vec::new();
         if let Some(previous) = self.group_alias(&alias.id).await? {
             alias.creation_time = previous.creation_time;
-            ops.push(ViewOp::Delete {
-                key: format!(
-                    "group-alias-name/{}/{}",
-                    previous.mount_accessor,
-                    previous.name.to_lowercase()
-                ),
-            });
+            ops.extend(group_alias_delete_ops(&previous));
         } else {
             alias.creation_time = now;
         }
@@ -607,27 +639,21 @@ impl IdentityStore {
             ),
             value: alias.id.clone().into_bytes(),
         });
+        ops.push(ViewOp::Put {
+            key: group_alias_of(&alias),
+            value: Vec::new(),
+        });
         self.view.transaction(ops).await?;
         self.changed();
         Ok(alias)
     }
 
     pub async fn delete_group_alias(&self, id: &str) -> Result<(), Error> {
+        self.ensure_group_alias_index().await?;
         let _guard = self.write_lock.lock().await;
         if let Some(alias) = self.group_alias(id).await? {
             self.view
-                .transaction(vec![
-                    ViewOp::Delete {
-                        key: format!("group-alias/{id}"),
-                    },
-                    ViewOp::Delete {
-                        key: format!(
-                            "group-alias-name/{}/{}",
-                            alias.mount_accessor,
-                            alias.name.to_lowercase()
-                        ),
-                    },
-                ])
+                .transaction(group_alias_delete_ops(&alias))
                 .await?;
             self.changed();
         }
@@ -732,14 +758,11 @@ impl IdentityStore {
         group_id: &str,
         mount_accessor: &str,
     ) -> Result<bool, Error> {
-        for id in self.ids("group-alias").await? {
-            if let Some(alias) = self.group_alias(&id).await? {
-                if alias.canonical_id == group_id && alias.mount_accessor == mount_accessor {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
+        Ok(self
+            .group_aliases_of(group_id)
+            .await?
+            .iter()
+            .any(|alias| alias.mount_accessor == mount_accessor))
     }
 
     async fn set_external_member(
@@ -781,6 +804,33 @@ impl IdentityStore {
     }
 }
 
+/// Index of a group's aliases: `group-aliases/<group id>/<alias id>`.
+const GROUP_ALIASES: &str = "group-aliases/";
+const GROUP_ALIAS_INDEX_MARKER: &str = "index/group-aliases-v1";
+
+fn group_alias_of(alias: &GroupAlias) -> String {
+    format!("{GROUP_ALIASES}{}/{}", alias.canonical_id, alias.id)
+}
+
+/// Removes a group alias with both of its index entries.
+fn group_alias_delete_ops(alias: &GroupAlias) -> Vec<ViewOp> {
+    vec![
+        ViewOp::Delete {
+            key: format!("group-alias/{}", alias.id),
+        },
+        ViewOp::Delete {
+            key: format!(
+                "group-alias-name/{}/{}",
+                alias.mount_accessor,
+                alias.name.to_lowercase()
+            ),
+        },
+        ViewOp::Delete {
+            key: group_alias_of(alias),
+        },
+    ]
+}
+
 fn alias_index(mount_accessor: &str, name: &str) -> String {
     format!("alias-name/{mount_accessor}/{name}")
 }
@@ -804,4 +854,54 @@ fn validate_name(name: &str) -> Result<(), Error> {
         return Err(Error::invalid("invalid name"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before the group-alias index existed gets the index built on first use.
+    #[tokio::test]
+    async fn group_alias_index_is_built_for_an_older_store() {
+        let view = StorageView::for_tests().await.expect("view");
+        let group = Group {
+            id: "g1".into(),
+            name: "ops".into(),
+            kind: "external".into(),
+            ..Group::default()
+        };
+        let alias = GroupAlias {
+            id: "a1".into(),
+            name: "idp-ops".into(),
+            mount_accessor: "auth_jwt_1".into(),
+            canonical_id: "g1".into(),
+            ..GroupAlias::default()
+        };
+        // The records as an older version wrote them: no index entry, no marker.
+        view.put_json("group/g1", &group).await.expect("group");
+        view.put("group-name/ops", b"g1").await.expect("name");
+        view.put_json("group-alias/a1", &alias)
+            .await
+            .expect("alias");
+        view.put("group-alias-name/auth_jwt_1/idp-ops", b"a1")
+            .await
+            .expect("alias name");
+
+        let store = IdentityStore::new(view.clone());
+        let found = store.group_aliases_of("g1").await.expect("aliases");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, "a1");
+        assert!(view
+            .get(GROUP_ALIAS_INDEX_MARKER)
+            .await
+            .expect("marker")
+            .is_some());
+        assert!(store
+            .group_has_alias_on("g1", "auth_jwt_1")
+            .await
+            .expect("has alias"));
+        store.delete_group("g1").await.expect("delete");
+        assert!(view.list(GROUP_ALIASES).await.expect("index").is_empty());
+        assert!(store.group_alias("a1").await.expect("alias").is_none());
+    }
 }
