@@ -510,11 +510,7 @@ impl JwtEngine {
                 "role {role_name:?} is not an OIDC role"
             )));
         }
-        if !role
-            .allowed_redirect_uris
-            .iter()
-            .any(|allowed| allowed == &redirect_uri)
-        {
+        if !redirect_allowed(&redirect_uri, &role.allowed_redirect_uris) {
             return Err(Error::invalid(format!(
                 "unauthorized redirect_uri: {redirect_uri}"
             )));
@@ -736,7 +732,7 @@ impl JwtEngine {
                 (
                     unverified
                         .verify(algorithm, keys.iter())
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| signature_error(e, KeySetKind::Static))?,
                     None,
                 )
             }
@@ -751,7 +747,7 @@ impl JwtEngine {
                     set = self.refetch(ctx, config, set.fetched_at).await?;
                     verified = verify_with_set(&unverified, algorithm, &set);
                 }
-                let claims = verified.map_err(|e| e.to_string())?;
+                let claims = verified.map_err(|e| signature_error(e, KeySetKind::Remote))?;
                 (claims, set.discovery.as_ref().map(|d| d.issuer.clone()))
             }
         };
@@ -987,6 +983,27 @@ fn verify_with_set(
     unverified.verify(algorithm, keys)
 }
 
+/// Where the keys that failed to verify a token came from.
+#[derive(Clone, Copy)]
+enum KeySetKind {
+    Static,
+    Remote,
+}
+
+/// Vault's words when no key verifies a token (a wrong key, an unknown or retired `kid`);
+/// other failures (malformed token, algorithm) keep their own message.
+fn signature_error(error: jws::JwsError, kind: KeySetKind) -> String {
+    match (error, kind) {
+        (jws::JwsError::NoMatchingKey | jws::JwsError::BadSignature, KeySetKind::Static) => {
+            "error verifying token signature: no known key successfully validated the token signature".into()
+        }
+        (jws::JwsError::NoMatchingKey | jws::JwsError::BadSignature, KeySetKind::Remote) => {
+            "error verifying token signature: failed to verify id token signature".into()
+        }
+        (other, _) => other.to_string(),
+    }
+}
+
 /// The identity of a validated token, then `bound_claims`: the login's answer.
 fn login_auth(
     role_name: &str,
@@ -1183,6 +1200,33 @@ fn leeway(data: &Map<String, Value>, key: &str) -> Result<Option<i64>, Error> {
             })
             .transpose(),
     }
+}
+
+/// Whether `redirect_uri` is on the role's allow list. As in Vault (RFC 8252 §7.3), a loopback
+/// URI (`localhost`, `127.0.0.1`, `[::1]`) matches whatever its port: a CLI listens on a port
+/// the operating system picks, while the list names the URI once. Everything else must match
+/// exactly.
+fn redirect_allowed(redirect_uri: &str, allowed: &[String]) -> bool {
+    let Ok(mut requested) = reqwest::Url::parse(redirect_uri) else {
+        return false;
+    };
+    let is_loopback = |url: &reqwest::Url| {
+        matches!(
+            url.host_str(),
+            Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+        )
+    };
+    if !is_loopback(&requested) {
+        return allowed.iter().any(|a| a == redirect_uri);
+    }
+    if requested.set_port(None).is_err() {
+        return false;
+    }
+    allowed.iter().any(|a| {
+        reqwest::Url::parse(a).is_ok_and(|mut candidate| {
+            is_loopback(&candidate) && candidate.set_port(None).is_ok() && candidate == requested
+        })
+    })
 }
 
 fn state_key(state: &str) -> String {

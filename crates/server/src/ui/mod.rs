@@ -406,7 +406,7 @@ impl Ui {
     }
 
     /// `GET /ui/login/oidc?mount=oidc&role=r`: asks the auth method for the provider's URL
-    /// and sends the browser there. A link, not a form, so `form-action 'self'` holds.
+    /// and sends the browser there.
     async fn oidc_start(&self, request: &UiRequest) -> HttpResponse {
         let mount = request
             .query_value("mount")
@@ -468,7 +468,10 @@ impl Ui {
                 client_nonce,
             },
         );
-        let mut response = redirect(&auth_url);
+        // Not a redirect: the sign-in form submitted here, and browsers apply the page's
+        // `form-action 'self'` to every redirect that follows a form submission, so a 303 to
+        // the provider would be blocked. A page that moves on by itself is a new navigation.
+        let mut response = continue_page("Continuing to your identity provider…", &auth_url);
         self.set_session_cookies(&mut response, &id, &session.csrf);
         response
     }
@@ -499,12 +502,13 @@ impl Ui {
             Ok(Response {
                 auth: Some(auth), ..
             }) => {
-                let name = auth
-                    .metadata
-                    .get("role")
-                    .map(|r| format!("oidc-{r}"))
-                    .unwrap_or_else(|| "oidc".into());
-                self.signed_in(request, ClientToken::new(auth.client_token), true, name)
+                // The token's display name (`<mount>-<user claim>`) names the provider's user.
+                let token = ClientToken::new(auth.client_token);
+                let name = match self.token_login(request, token.clone()).await {
+                    Ok((_, name)) => name,
+                    Err(_) => flow.mount.clone(),
+                };
+                self.signed_in(request, token, true, name)
             }
             _ => self.login_page(request, Some("OIDC sign-in failed")),
         }
@@ -645,16 +649,23 @@ fn oidc_bounce(request: &UiRequest) -> HttpResponse {
         .map(|(k, v)| format!("{}={}", html::encode_segment(k), html::encode_segment(v)))
         .collect();
     let target = format!("/ui/oidc/finish?{}", query.join("&"));
+    continue_page("Completing sign-in…", &target)
+}
+
+/// A page that moves on to `target` at once (a meta refresh, since the UI runs no scripts),
+/// with a link in case it does not.
+fn continue_page(text: &str, target: &str) -> HttpResponse {
     let body = format!(
-        r#"<p>Completing sign-in… <a href="{target}">Continue</a> if nothing happens.</p>"#,
-        target = html::escape(&target)
+        r#"<p>{text} <a href="{target}">Continue</a> if nothing happens.</p>"#,
+        text = html::escape(text),
+        target = html::escape(target)
     );
     let mut page = html::page("Signing in", None, &body);
     page = page.replacen(
         "<meta charset=\"utf-8\">",
         &format!(
             r#"<meta charset="utf-8"><meta http-equiv="refresh" content="0;url={}">"#,
-            html::escape(&target)
+            html::escape(target)
         ),
         1,
     );

@@ -4,7 +4,8 @@
 //! Methods: `token` (the default: the token is checked with `lookup-self`), `userpass` and
 //! `ldap` (`username=`, password prompted without echo), `approle`, `jwt`, `kubernetes` (the
 //! service-account token file by default), `oidc` (the browser flow, as Vault's CLI runs it:
-//! a callback listener on `localhost:8250`), and any other method by its `k=v` login fields.
+//! a callback listener on `localhost:8250`, or on any free port with `port=0`), and any other
+//! method by its `k=v` login fields.
 
 use std::io::Read;
 use std::time::Duration;
@@ -212,10 +213,28 @@ async fn oidc_login(
     let listen = take(&mut data, "listenaddress", "localhost");
     let port = take(&mut data, "port", "8250");
     let callback_host = take(&mut data, "callbackhost", "localhost");
-    let callback_port = take(&mut data, "callbackport", &port);
+    let callback_port = take(&mut data, "callbackport", "");
     let callback_method = take(&mut data, "callbackmethod", "http");
     let skip_browser = take(&mut data, "skip_browser", "false");
     let role = take(&mut data, "role", "");
+    // Listen first: with `port=0` the system picks a free port, and the redirect URI names
+    // it (the server matches loopback redirect URIs on any port, as Vault does).
+    let listener = tokio::net::TcpListener::bind(format!("{listen}:{port}"))
+        .await
+        .map_err(|e| {
+            CliError::local(format!(
+                "cannot listen on {listen}:{port} for the OIDC callback: {e} (choose another with port=N)"
+            ))
+        })?;
+    let callback_port = if callback_port.is_empty() {
+        listener
+            .local_addr()
+            .map_err(|e| CliError::local(format!("OIDC callback listener failed: {e}")))?
+            .port()
+            .to_string()
+    } else {
+        callback_port
+    };
     let redirect_uri = format!("{callback_method}://{callback_host}:{callback_port}/oidc/callback");
     let client_nonce = random_hex(20)?;
     let body = json!({ "role": role, "redirect_uri": redirect_uri, "client_nonce": client_nonce });
@@ -232,13 +251,6 @@ async fn oidc_login(
             ))
         })?
         .to_string();
-    let listener = tokio::net::TcpListener::bind(format!("{listen}:{port}"))
-        .await
-        .map_err(|e| {
-            CliError::local(format!(
-                "cannot listen on {listen}:{port} for the OIDC callback: {e} (choose another with port=N)"
-            ))
-        })?;
     eprintln!(
         "Complete the login with your OIDC provider. Open this URL in a browser:\n\n    {auth_url}\n\nWaiting for OIDC authentication to complete..."
     );

@@ -109,7 +109,7 @@ async fn static_keys_accept_rs256_es256_and_eddsa() {
     let other_key = sign(Signer::Rsa("rsa-2"), None, &claims(&ctx, json!({})));
     assert_eq!(
         error_message(login(&engine, &ctx, &other_key).await),
-        "error validating token: failed to verify signature"
+        "error validating token: error verifying token signature: no known key successfully validated the token signature"
     );
 }
 
@@ -131,7 +131,7 @@ async fn alg_none_hs256_key_confusion_and_embedded_keys_are_rejected() {
     let embedded = sign_with_header(Signer::Rsa("rsa-2"), &header, &body);
     assert_eq!(
         error_message(login(&engine, &ctx, &embedded).await),
-        "error validating token: failed to verify signature"
+        "error validating token: error verifying token signature: no known key successfully validated the token signature"
     );
     // The algorithm must fit the key: an RS256 header on an EC signature finds no key.
     let mismatched = sign_with_header(Signer::Ec("ec-1"), &json!({"alg": "RS256"}), &body);
@@ -579,7 +579,7 @@ async fn jwks_unknown_kid_and_key_rotation() {
     let unknown = sign(Signer::Rsa("rsa-1"), Some("nope"), &body);
     assert_eq!(
         error_message(login(&engine, &ctx, &unknown).await),
-        "error validating token: no known key matches the token"
+        "error validating token: error verifying token signature: failed to verify id token signature"
     );
     assert_eq!(server.hits("/jwks"), 2, "rate limited");
     ctx.now += Duration::seconds(super::REFETCH_INTERVAL_SECONDS);
@@ -1047,4 +1047,33 @@ async fn a_restarted_provider_reusing_a_kid_is_picked_up() {
         .await
         .expect("a failed check on a stale set refetches once");
     assert_eq!(server.hits("/jwks"), 2);
+}
+
+#[test]
+fn loopback_redirect_uris_match_on_any_port_others_exactly() {
+    let allowed = [
+        "http://localhost:8250/oidc/callback".to_string(),
+        "https://ward.example.com/ui/oidc/callback".to_string(),
+    ];
+    let cases = [
+        ("http://localhost:8250/oidc/callback", true),
+        ("http://localhost:41234/oidc/callback", true),
+        ("http://localhost/oidc/callback", true),
+        ("http://127.0.0.1:41234/oidc/callback", false),
+        ("http://localhost:41234/oidc/callback2", false),
+        ("https://localhost:41234/oidc/callback", false),
+        ("http://localhost.evil.example:8250/oidc/callback", false),
+        ("https://ward.example.com/ui/oidc/callback", true),
+        ("https://ward.example.com:8443/ui/oidc/callback", false),
+        ("https://evil.example/cb", false),
+        ("not a url", false),
+    ];
+    for (uri, expected) in cases {
+        assert_eq!(super::redirect_allowed(uri, &allowed), expected, "{uri}");
+    }
+    let ipv6 = ["http://[::1]:8250/oidc/callback".to_string()];
+    assert!(super::redirect_allowed(
+        "http://[::1]:5555/oidc/callback",
+        &ipv6
+    ));
 }
