@@ -24,17 +24,19 @@
 //! as the `X-Ward-Change-Reason` header on every write and as `change_reason`
 //! in policy bodies, and stops at the first failure, saying what went through.
 //!
-//! The flag parser and HTTP client are small copies of `args.rs` and
-//! `client.rs` (same flags, same environment: `WARD_ADDR`/`VAULT_ADDR`,
-//! `WARD_TOKEN`/`VAULT_TOKEN`/`~/.ward-token`, `WARD_CACERT`, `WARD_SKIP_VERIFY`),
-//! kept private here because those files are being reworked and the client
-//! has no way to add a request header.
+//! Flags are parsed by `args.rs` like every other command's. The HTTP client here is a small
+//! one of its own (same environment as `client.rs`: `WARD_ADDR`/`VAULT_ADDR`,
+//! `WARD_TOKEN`/`VAULT_TOKEN`/`~/.ward-token`, `WARD_CACERT`, `WARD_SKIP_VERIFY`) because it
+//! sends the change-reason header and words its errors for a CI log.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
+
+use crate::args::{Args, Kind};
+use crate::{env_var, parse_bool};
 use ward_policy::acl::{compare_patterns, Acl, Operation, Request};
 use ward_policy::format;
 use ward_policy::lint::{self, MAX_FILE_SIZE};
@@ -121,7 +123,7 @@ impl From<ServerError> for Failure {
 // fmt
 
 fn fmt(argv: &[String]) -> Result<i32, Failure> {
-    let args = Args::parse(argv, &[("check", false)])?;
+    let args = Args::parse(argv, &[("check", Kind::Bool)]).map_err(Failure::Usage)?;
     if args.positional.is_empty() {
         return Err(Failure::Usage("fmt needs a directory or file".into()));
     }
@@ -184,7 +186,7 @@ fn fmt(argv: &[String]) -> Result<i32, Failure> {
 // validate
 
 fn validate(argv: &[String]) -> Result<i32, Failure> {
-    let args = Args::parse(argv, &[("strict", false)])?;
+    let args = Args::parse(argv, &[("strict", Kind::Bool)]).map_err(Failure::Usage)?;
     let directory = one_directory(&args, "validate")?;
     let (files, mut diagnostics) = read_repository(&directory)?;
     diagnostics.extend(lint::lint(&files));
@@ -213,7 +215,7 @@ fn validate(argv: &[String]) -> Result<i32, Failure> {
 // test
 
 fn test(argv: &[String]) -> Result<i32, Failure> {
-    let args = Args::parse(argv, &[("format", true)])?;
+    let args = Args::parse(argv, &[("format", Kind::Value)]).map_err(Failure::Usage)?;
     let junit = match args.value("format") {
         None | Some("text") => false,
         Some("junit") => true,
@@ -282,14 +284,15 @@ async fn explain(argv: &[String]) -> Result<i32, Failure> {
     let args = Args::parse(
         argv,
         &[
-            ("policy", true),
-            ("operation", true),
-            ("dir", true),
-            ("address", true),
-            ("ca-cert", true),
-            ("tls-skip-verify", false),
+            ("policy", Kind::Value),
+            ("operation", Kind::Value),
+            ("dir", Kind::Value),
+            ("address", Kind::Value),
+            ("ca-cert", Kind::Value),
+            ("tls-skip-verify", Kind::Bool),
         ],
-    )?;
+    )
+    .map_err(Failure::Usage)?;
     let [path] = args.positional.as_slice() else {
         return Err(Failure::Usage("explain needs exactly one PATH".into()));
     };
@@ -572,11 +575,12 @@ async fn plan(argv: &[String]) -> Result<i32, Failure> {
     let args = Args::parse(
         argv,
         &[
-            ("address", true),
-            ("ca-cert", true),
-            ("tls-skip-verify", false),
+            ("address", Kind::Value),
+            ("ca-cert", Kind::Value),
+            ("tls-skip-verify", Kind::Bool),
         ],
-    )?;
+    )
+    .map_err(Failure::Usage)?;
     let directory = one_directory(&args, "plan")?;
     let repository = load_for_server(&directory)?;
     let client = Client::from_args(&args)?;
@@ -605,13 +609,14 @@ async fn apply(argv: &[String]) -> Result<i32, Failure> {
     let args = Args::parse(
         argv,
         &[
-            ("prune", false),
-            ("message", true),
-            ("address", true),
-            ("ca-cert", true),
-            ("tls-skip-verify", false),
+            ("prune", Kind::Bool),
+            ("message", Kind::Value),
+            ("address", Kind::Value),
+            ("ca-cert", Kind::Value),
+            ("tls-skip-verify", Kind::Bool),
         ],
-    )?;
+    )
+    .map_err(Failure::Usage)?;
     let directory = one_directory(&args, "apply")?;
     let repository = load_for_server(&directory)?;
     let client = Client::from_args(&args)?;
@@ -1105,91 +1110,6 @@ fn one_directory(args: &Args, verb: &str) -> Result<PathBuf, Failure> {
         [] => Err(Failure::Usage(format!("{verb} needs a directory"))),
         _ => Err(Failure::Usage(format!("{verb} takes one directory"))),
     }
-}
-
-// ---------------------------------------------------------------------------
-// Flags (a copy of args.rs's conventions: -flag=value, -flag value, --flag,
-// boolean flags without a value, flags anywhere, `--` ends flags)
-
-#[derive(Debug, Default)]
-struct Args {
-    values: BTreeMap<String, Vec<String>>,
-    positional: Vec<String>,
-}
-
-impl Args {
-    /// `flags`: name and whether it takes a value.
-    fn parse(argv: &[String], flags: &[(&str, bool)]) -> Result<Args, Failure> {
-        let mut args = Args::default();
-        let mut iter = argv.iter();
-        while let Some(arg) = iter.next() {
-            if arg == "--" {
-                args.positional.extend(iter.by_ref().cloned());
-                break;
-            }
-            let Some(flag) = arg
-                .strip_prefix("--")
-                .or_else(|| arg.strip_prefix('-'))
-                .filter(|f| !f.is_empty())
-            else {
-                args.positional.push(arg.clone());
-                continue;
-            };
-            let (name, inline) = match flag.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (flag, None),
-            };
-            let Some((_, takes_value)) = flags.iter().find(|(known, _)| *known == name) else {
-                return Err(Failure::Usage(format!(
-                    "flag provided but not defined: -{name}"
-                )));
-            };
-            let value = match (takes_value, inline) {
-                (_, Some(value)) => value,
-                (false, None) => "true".to_owned(),
-                (true, None) => iter
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| Failure::Usage(format!("flag needs an argument: -{name}")))?,
-            };
-            if !takes_value && parse_bool(&value).is_none() {
-                return Err(Failure::Usage(format!(
-                    "invalid boolean value {value:?} for -{name}"
-                )));
-            }
-            args.values.entry(name.to_owned()).or_default().push(value);
-        }
-        Ok(args)
-    }
-
-    fn value(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .and_then(|v| v.last())
-            .map(String::as_str)
-    }
-
-    fn values(&self, name: &str) -> &[String] {
-        self.values.get(name).map_or(&[], Vec::as_slice)
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.value(name).and_then(parse_bool).unwrap_or(false)
-    }
-}
-
-fn parse_bool(text: &str) -> Option<bool> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-fn env_var(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
 // ---------------------------------------------------------------------------
