@@ -125,10 +125,16 @@ pub async fn serve_tcp(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: watch::Receiver<bool>,
 ) {
-    http_util::accept_tcp(listener, tls, shutdown, move |request| {
-        let proxy = Arc::clone(&proxy);
-        async move { proxy.handle(request).await }
-    })
+    http_util::accept_tcp(
+        listener,
+        tls,
+        shutdown,
+        move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { proxy.handle(request).await }
+        },
+        http_util::vault_error,
+    )
     .await;
 }
 
@@ -138,9 +144,14 @@ pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     shutdown: watch::Receiver<bool>,
 ) {
-    http_util::accept_unix(listener, shutdown, move |request| {
-        let proxy = Arc::clone(&proxy);
-        async move { proxy.handle(request).await }
-    })
+    http_util::accept_unix(
+        listener,
+        shutdown,
+        move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { proxy.handle(request).await }
+        },
+        http_util::vault_error,
+    )
     .await;
 }

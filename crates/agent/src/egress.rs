@@ -2,7 +2,9 @@
 //! with the route's credential injected, so the agent application never holds the key.
 //!
 //! Per request, in order: request-smuggling checks (both `Content-Length` and
-//! `Transfer-Encoding` → 400; hyper itself rejects conflicting lengths and bad chunking), route
+//! `Transfer-Encoding` → 400 and the connection closed, answered by the listener before this
+//! handler, see [`crate::request_framing`]; hyper itself rejects conflicting lengths and bad
+//! chunking), route
 //! lookup, path normalisation (no `.`/`..` segments, raw or percent-encoded), the allow lists
 //! (methods, path globs, hosts → 403), the token-bucket rate limit (→ 429 with `Retry-After`),
 //! the body limit (→ 413), and the credential's state (not ready, withdrawn or expired → 503).
@@ -203,10 +205,10 @@ impl EgressProxy {
         mut request: Request<Incoming>,
     ) -> (Option<Arc<Route>>, Response<ProxyBody>) {
         // Request smuggling. On HTTP/1.1 hyper already refuses conflicting lengths and
-        // non-chunked transfer codings, and for `Content-Length` with `Transfer-Encoding` it
-        // frames by the latter, drops the length and closes the connection after answering
-        // (RFC 9112 §6.1). These checks are the second fence, for whatever reaches us with
-        // both headers still present.
+        // non-chunked transfer codings, and the listener answers a request with both
+        // `Content-Length` and `Transfer-Encoding` 400 before it gets here (hyper would frame
+        // it by the latter and drop the length). These checks are the second fence, for
+        // whatever reaches us with both headers still present.
         let headers = request.headers();
         if headers.contains_key(header::CONTENT_LENGTH)
             && headers.contains_key(header::TRANSFER_ENCODING)
@@ -1067,11 +1069,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: watch::Receiver<bool>,
 ) {
-    http_util::accept_tcp(listener, None, shutdown, move |request| {
-        let proxy = Arc::clone(&proxy);
-        async move { proxy.handle(request).await }
-    })
+    http_util::accept_tcp(
+        listener,
+        None,
+        shutdown,
+        move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { proxy.handle(request).await }
+        },
+        bad_request,
+    )
     .await;
+}
+
+/// The egress proxy's wording of a 400 its listener answers itself.
+fn bad_request(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    http_util::json_error(status, "bad_request", message)
 }
 
 #[cfg(test)]

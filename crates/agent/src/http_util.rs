@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the agent's two listeners (the API proxy and the egress proxy): body
 //! types, JSON error responses, hop-by-hop header removal, the pooled upstream client, and the
-//! accept loop that serves a hyper service on TCP, TLS or a Unix socket.
+//! accept loop that serves a hyper service on TCP, TLS or a Unix socket (refusing requests
+//! with both `Content-Length` and `Transfer-Encoding` before the service sees them).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use crate::request_framing::{InspectedIo, Verdicts};
 use crate::tls::{self, TlsError, TlsOptions};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -142,8 +144,16 @@ pub fn upstream_client(options: TlsOptions<'_>) -> Result<UpstreamClient, TlsErr
         .build(connector))
 }
 
+/// How a listener words an error it answers itself: the egress proxy's `{"error", "message"}`
+/// or Vault's `{"errors": [...]}` for the API proxy.
+pub type ErrorResponder = fn(StatusCode, &str) -> Response<ProxyBody>;
+
 /// Serves one accepted connection with HTTP/1.1 (upgrades allowed) or HTTP/2.
-pub fn serve_connection<I, S, F>(io: I, service: S)
+///
+/// A request carrying both `Content-Length` and `Transfer-Encoding` (a request-smuggling
+/// attempt, see [`crate::request_framing`]) is answered 400 with `Connection: close` and never
+/// reaches `service`; hyper closes the connection after it.
+pub fn serve_connection<I, S, F>(io: I, service: S, error_responder: ErrorResponder)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
@@ -157,9 +167,20 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .keep_alive(true);
+        let verdicts = Arc::new(Verdicts::default());
+        let io = InspectedIo::new(io, Arc::clone(&verdicts));
         let hyper_service = hyper::service::service_fn(move |request| {
+            let refused = verdicts.next_is_refused();
             let service = Arc::clone(&service);
-            async move { Ok::<_, Infallible>(service(request).await) }
+            async move {
+                if refused {
+                    return Ok::<_, Infallible>(refuse_conflicting_framing(
+                        &request,
+                        error_responder,
+                    ));
+                }
+                Ok::<_, Infallible>(service(request).await)
+            }
         });
         if let Err(error) = builder
             .serve_connection_with_upgrades(TokioIo::new(io), hyper_service)
@@ -168,6 +189,26 @@ where
             tracing::debug!(%error, "connection ended with an error");
         }
     });
+}
+
+/// The answer to a request that carried both `Content-Length` and `Transfer-Encoding`.
+fn refuse_conflicting_framing(
+    request: &Request<Incoming>,
+    error_responder: ErrorResponder,
+) -> Response<ProxyBody> {
+    tracing::warn!(
+        method = %request.method(),
+        path = %request.uri().path(),
+        "request refused: both Content-Length and Transfer-Encoding (request smuggling attempt); closing the connection"
+    );
+    let mut response = error_responder(
+        StatusCode::BAD_REQUEST,
+        "both Content-Length and Transfer-Encoding are set; refused as a request smuggling attempt",
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// How often the timer anchor of a listener wakes up; below the header read timeout (30 s).
@@ -203,6 +244,7 @@ pub async fn accept_tcp<S, F>(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     service: S,
+    error_responder: ErrorResponder,
 ) where
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -224,13 +266,13 @@ pub async fn accept_tcp<S, F>(
         };
         let _ = stream.set_nodelay(true);
         match &tls {
-            None => serve_connection(stream, service.clone()),
+            None => serve_connection(stream, service.clone(), error_responder),
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let service = service.clone();
                 tokio::spawn(async move {
                     match acceptor.accept(stream).await {
-                        Ok(tls_stream) => serve_connection(tls_stream, service),
+                        Ok(tls_stream) => serve_connection(tls_stream, service, error_responder),
                         Err(error) => tracing::debug!(%error, "TLS handshake failed"),
                     }
                 });
@@ -244,6 +286,7 @@ pub async fn accept_unix<S, F>(
     listener: tokio::net::UnixListener,
     mut shutdown: watch::Receiver<bool>,
     service: S,
+    error_responder: ErrorResponder,
 ) where
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -255,7 +298,7 @@ pub async fn accept_unix<S, F>(
             _ = shutdown.changed() => return,
         };
         match accepted {
-            Ok((stream, _)) => serve_connection(stream, service.clone()),
+            Ok((stream, _)) => serve_connection(stream, service.clone(), error_responder),
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;

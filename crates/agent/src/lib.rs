@@ -10,7 +10,7 @@
 //! [`client`] (the server API), [`auth`] (auto-auth and token renewal), [`secrets`] (the secret
 //! cache, lease renewal and expiry), [`template`] (the template language), [`runner`] (template
 //! files), [`egress`] (the credential proxy), [`api_proxy`] (the Vault API proxy and
-//! `/agent/v1/metrics`), [`agent`] (the lifecycle). The agent never links the server: it speaks
+//! `/agent/v1/metrics`), [`request_framing`] (refusing requests with both framing headers), [`agent`] (the lifecycle). The agent never links the server: it speaks
 //! the HTTP API only.
 
 pub mod agent;
@@ -25,6 +25,7 @@ pub mod fsutil;
 pub mod http_util;
 pub mod log_writer;
 pub mod metrics;
+pub mod request_framing;
 pub mod runner;
 pub mod secret;
 pub mod secrets;

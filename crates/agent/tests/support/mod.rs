@@ -626,6 +626,21 @@ pub async fn raw_request(address: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends raw bytes to `address` and returns everything the agent answers before it closes the
+/// connection; panics if it keeps the connection open for 10 s.
+pub async fn raw_request_until_closed(address: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the agent closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn response_complete(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
