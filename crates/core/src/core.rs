@@ -771,6 +771,14 @@ impl Core {
     /// Revokes tokens whose expiry has passed. Run by the server's sweeper every second.
     pub async fn expire_tokens(&self) -> Result<usize, Error> {
         let state = self.state()?;
+        if !state.tokens.live.is_restored() {
+            // Once per unseal: the live token count of the metrics, from the mount index.
+            state
+                .tokens
+                .live
+                .restore(state.tokens.count_by_mount())
+                .await?;
+        }
         let now = self.clock.unix();
         let expired = state.tokens.expired(now, 1000).await?;
         let count = expired.len();

@@ -24,6 +24,10 @@
 //! move with every registration and revocation. Counts are kept in memory and computed lazily,
 //! on first use after unseal, from the `id/` keys (a key scan, no decryption).
 //!
+//! The live count of leases by mount (the `ward_lease_count` gauge) is restored by the first
+//! sweep after unseal from the `id/` keys, each resolved to its mount through the router, and
+//! moved by every registration and removal from then on ([`crate::metrics::LiveCount`]).
+//!
 //! Tokens have no lease entries: the token store keeps its own expiry index, and
 //! `auth/token/renew*` renews them.
 
@@ -43,7 +47,7 @@ use crate::core::{Caller, Core, State};
 use crate::duration::format_seconds;
 use crate::engine::{fields, EngineContext, LeaseInfo, Operation, SecretSpec};
 use crate::error::Error;
-use crate::mounts::{Mounted, Route};
+use crate::mounts::{Mounted, Route, Router};
 use crate::request::{LeaseResponse, Request, Response};
 use crate::token::endpoints::{lifetime, LifetimeRequest};
 use crate::token::{random_base62, TokenType};
@@ -186,6 +190,8 @@ pub(crate) struct ExpirationManager {
     /// Held by the sweep, so that two ticks never walk the index at once.
     sweeping: tokio::sync::Mutex<()>,
     quotas: tokio::sync::Mutex<QuotaState>,
+    /// Live leases by mount accessor (the `ward_lease_count` gauge).
+    pub(crate) live: crate::metrics::LiveCount,
 }
 
 impl ExpirationManager {
@@ -198,6 +204,7 @@ impl ExpirationManager {
                 .collect(),
             sweeping: tokio::sync::Mutex::new(()),
             quotas: tokio::sync::Mutex::new(QuotaState::default()),
+            live: crate::metrics::LiveCount::default(),
         }
     }
 
@@ -324,6 +331,29 @@ impl ExpirationManager {
             .into_iter()
             .filter_map(|k| k.strip_prefix(ID_PREFIX).map(str::to_string))
             .collect())
+    }
+
+    /// Live leases by mount accessor: each `id/` key (the lease id starts with the request
+    /// path) resolved to its mount. Keys only, no decryption.
+    async fn count_by_mount(&self, router: &Router) -> Result<BTreeMap<String, u64>, Error> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let keys = self.view.scan(ID_PREFIX, &after, PAGE).await?;
+            for key in &keys {
+                let lease_id = key.strip_prefix(ID_PREFIX).unwrap_or(key);
+                let accessor = router
+                    .resolve(lease_id)
+                    .map(|route| route.mounted.entry.accessor)
+                    .unwrap_or_default();
+                *counts.entry(accessor).or_default() += 1;
+            }
+            match keys.last() {
+                Some(last) if keys.len() >= PAGE => after = last.clone(),
+                _ => break,
+            }
+        }
+        Ok(counts)
     }
 
     async fn count_keys(&self, family: &str, filter: impl Fn(&str) -> bool) -> Result<u64, Error> {
@@ -494,13 +524,19 @@ impl Core {
             next_attempt: expire_time,
         };
         let stored = match state.expiration.acquire_quota(&path).await {
-            Ok(_) => match state.expiration.create(&entry).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    state.expiration.release_quota(&path).await;
-                    Err(e)
+            Ok(_) => {
+                let _change = state.expiration.live.change().await;
+                match state.expiration.create(&entry).await {
+                    Ok(()) => {
+                        state.expiration.live.add(&entry.mount_accessor);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        state.expiration.release_quota(&path).await;
+                        Err(e)
+                    }
                 }
-            },
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
@@ -531,6 +567,14 @@ impl Core {
         let Ok(_sweeping) = state.expiration.sweeping.try_lock() else {
             return Ok(0);
         };
+        if !state.expiration.live.is_restored() {
+            let router = state.router();
+            state
+                .expiration
+                .live
+                .restore(state.expiration.count_by_mount(&router))
+                .await?;
+        }
         let now = self.clock.unix();
         let mut revoked = 0;
         let mut after = String::new();
@@ -616,7 +660,13 @@ impl Core {
                 return Err(e);
             }
         }
-        manager.remove(&entry).await?;
+        {
+            // The caller holds the lease's lock and loaded the entry under it: it exists, and
+            // no other revocation removes it meanwhile, so it is counted down once.
+            let _change = manager.live.change().await;
+            manager.remove(&entry).await?;
+            manager.live.sub(&entry.mount_accessor);
+        }
         manager.release_quota(&entry.path).await;
         tracing::debug!(lease_id = %entry.lease_id, "lease revoked");
         Ok(())

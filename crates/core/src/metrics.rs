@@ -6,7 +6,10 @@
 //! never carry secrets: mounts, operations, outcome kinds, role names, quota names and the
 //! identity a quota counted (an address, an entity id or a token accessor, never a token).
 //! Gauges that belong to other parts (seal status, barrier key term, pending alerts) are
-//! read when rendering.
+//! read when rendering, and so are the live counts [`LiveCount`] the token store and the
+//! expiration manager keep: `ward_token_count{mount}` (service tokens by issuing auth mount)
+//! and `ward_lease_count{mount}` (leases by secrets mount), kept by accessor and shown by the
+//! mount's current path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -75,6 +78,82 @@ pub struct Gauges {
     pub barrier_key_term: u64,
     pub alerts_pending: u64,
     pub audit_devices: u64,
+    /// Live service tokens by auth mount path; None until counted after unseal.
+    pub tokens_by_mount: Option<BTreeMap<String, u64>>,
+    /// Live leases by secrets mount path; None until counted after unseal.
+    pub leases_by_mount: Option<BTreeMap<String, u64>>,
+}
+
+/// A live count by key (tokens by auth mount, leases by mount): kept up to date by every
+/// create and remove, and counted once from storage after unseal (`restore`), so a scrape
+/// reads memory only.
+///
+/// Exactness: a change holds [`LiveCount::change`] (shared) across its storage write and its
+/// `add` or `sub`; `restore` holds the same gate exclusively while it scans. So a change is
+/// seen either by the scan (made before it) or as a delta (made after), never both, never
+/// neither. Until restored, `add` and `sub` do nothing: the scan will see those changes.
+/// The price is that creations wait while the restore scan runs, once per unseal.
+#[derive(Debug, Default)]
+pub(crate) struct LiveCount {
+    gate: tokio::sync::RwLock<()>,
+    counts: Mutex<Option<BTreeMap<String, u64>>>,
+}
+
+impl LiveCount {
+    /// Held across one storage change and its `add` or `sub`.
+    pub(crate) async fn change(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    pub(crate) fn add(&self, key: &str) {
+        self.with(|counts| *counts.entry(key.to_string()).or_default() += 1);
+    }
+
+    pub(crate) fn sub(&self, key: &str) {
+        self.with(|counts| {
+            if let Some(n) = counts.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(key);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn is_restored(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Counts from storage with `scan`, once: changes wait meanwhile (see the type's note).
+    pub(crate) async fn restore<F>(&self, scan: F) -> Result<(), crate::error::Error>
+    where
+        F: std::future::Future<Output = Result<BTreeMap<String, u64>, crate::error::Error>>,
+    {
+        let _exclusive = self.gate.write().await;
+        if self.is_restored() {
+            return Ok(());
+        }
+        let counted = scan.await?;
+        *self.lock() = Some(counted);
+        Ok(())
+    }
+
+    pub(crate) fn snapshot(&self) -> Option<BTreeMap<String, u64>> {
+        self.lock().clone()
+    }
+
+    fn with(&self, f: impl FnOnce(&mut BTreeMap<String, u64>)) {
+        if let Some(counts) = self.lock().as_mut() {
+            f(counts);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<BTreeMap<String, u64>>> {
+        match self.counts.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
 }
 
 /// The metrics registry of one core.
@@ -304,6 +383,13 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        for (name, help, counts) in live_gauges(gauges) {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (mount, n) in counts.iter().flatten() {
+                let labels: Labels = vec![("mount", mount.clone())];
+                let _ = writeln!(out, "{name}{} {n}", label_text(&labels, None));
+            }
+        }
         self.with(|inner| {
             for (name, family) in &inner.counters {
                 let (help, kind) = describe(name);
@@ -349,10 +435,16 @@ impl Metrics {
 
     /// Vault's JSON shape: `Gauges`, `Counters`, `Samples`.
     pub fn json(&self, gauges: &Gauges, timestamp: &str) -> Value {
-        let gauge_values: Vec<Value> = gauge_list(gauges)
+        let mut gauge_values: Vec<Value> = gauge_list(gauges)
             .into_iter()
             .map(|(name, _, value)| json!({ "Name": name, "Value": value, "Labels": {} }))
             .collect();
+        for (name, _, counts) in live_gauges(gauges) {
+            for (mount, n) in counts.iter().flatten() {
+                gauge_values
+                    .push(json!({ "Name": name, "Value": n, "Labels": { "mount": mount } }));
+            }
+        }
         let (counters, samples) = self.with(|inner| {
             let counters: Vec<Value> = inner
                 .counters
@@ -411,7 +503,21 @@ impl crate::core::Core {
                 0
             },
             alerts_pending: self.alerts.pending_count() as u64,
-            audit_devices: state.map_or(0, |s| s.audit.len() as u64),
+            audit_devices: state.as_ref().map_or(0, |s| s.audit.len() as u64),
+            tokens_by_mount: state.as_ref().and_then(|s| {
+                let router = s.router();
+                s.tokens
+                    .live
+                    .snapshot()
+                    .map(|counts| by_mount_path(&router, counts))
+            }),
+            leases_by_mount: state.as_ref().and_then(|s| {
+                let router = s.router();
+                s.expiration
+                    .live
+                    .snapshot()
+                    .map(|counts| by_mount_path(&router, counts))
+            }),
         }
     }
 
@@ -429,6 +535,29 @@ impl crate::core::Core {
         };
         crate::request::Response::with_data(crate::core::Core::data_map(body))
     }
+}
+
+/// Counts keyed by mount accessor, re-keyed by the mount's path as the router has it now (a
+/// remounted mount keeps its accessor). Tokens of the token store itself count under
+/// `auth/token/`; a mount no longer mounted, or tokens stored before the mount index
+/// existed, under `unknown`.
+fn by_mount_path(
+    router: &crate::mounts::Router,
+    counts: BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (accessor, n) in counts {
+        let path = if accessor == crate::token::TOKEN_STORE_KEY {
+            "auth/token/".to_string()
+        } else {
+            router
+                .find_by_accessor(&accessor)
+                .map(|mounted| mounted.entry.route_path())
+                .unwrap_or_else(|| "unknown".to_string())
+        };
+        *out.entry(path).or_default() += n;
+    }
+    out
 }
 
 fn gauge_list(gauges: &Gauges) -> Vec<(&'static str, &'static str, u64)> {
@@ -452,6 +581,29 @@ fn gauge_list(gauges: &Gauges) -> Vec<(&'static str, &'static str, u64)> {
             "ward_audit_devices",
             "Enabled audit devices.",
             gauges.audit_devices,
+        ),
+    ]
+}
+
+/// Name, help and counts by mount of a gauge family with a `mount` label.
+type LiveGauge<'a> = (
+    &'static str,
+    &'static str,
+    &'a Option<BTreeMap<String, u64>>,
+);
+
+/// The gauges with a `mount` label; a family without series until counted after unseal.
+fn live_gauges(gauges: &Gauges) -> [LiveGauge<'_>; 2] {
+    [
+        (
+            "ward_token_count",
+            "Live service tokens, by the auth mount that issued them (auth/token/ for tokens made by the token store itself: root, wrapping, access grants).",
+            &gauges.tokens_by_mount,
+        ),
+        (
+            "ward_lease_count",
+            "Live leases, by the secrets mount that issued them (irrevocable ones included).",
+            &gauges.leases_by_mount,
         ),
     ]
 }

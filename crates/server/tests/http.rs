@@ -963,3 +963,391 @@ async fn metrics_in_prometheus_and_json_with_a_token_and_optionally_without() {
     assert_eq!(anonymous.status, StatusCode::OK);
     assert_prometheus(&String::from_utf8_lossy(&anonymous.body));
 }
+
+/// One sample of the Prometheus text format: name, labels, value. The parser checks the
+/// grammar as it goes (names, quoted and escaped label values, numbers, HELP and TYPE
+/// lines naming the family they precede), so a malformed scrape fails the test that reads it.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    value: f64,
+}
+
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    assert_prometheus(text);
+    let mut samples = Vec::new();
+    let mut typed = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                typed.insert(name.to_string(), kind.to_string()).is_none(),
+                "family typed twice: {line}"
+            );
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("value");
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), std::collections::BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("labels end with }");
+                (name.to_string(), parse_labels(body))
+            }
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| typed.get(*base).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(&name);
+        assert!(
+            typed.contains_key(family),
+            "sample before its # TYPE: {line}"
+        );
+        samples.push(Sample {
+            name,
+            labels,
+            value: value.parse().expect("number"),
+        });
+    }
+    samples
+}
+
+/// `a="x",b="y \"q\""` → {a: x, b: y "q"}.
+fn parse_labels(body: &str) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    let mut chars = body.chars().peekable();
+    while chars.peek().is_some() {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert_eq!(chars.next(), Some('"'), "label {name} is quoted");
+        let mut value = String::new();
+        loop {
+            match chars.next().expect("closing quote") {
+                '"' => break,
+                '\\' => match chars.next().expect("escape") {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                other => value.push(other),
+            }
+        }
+        assert!(
+            labels.insert(name, value).is_none(),
+            "label twice in {body}"
+        );
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// The value of `name{mount="<mount>"}`, None when the series is absent.
+fn by_mount(samples: &[Sample], name: &str, mount: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && s.labels.get("mount").map(String::as_str) == Some(mount))
+        .map(|s| s.value)
+}
+
+/// The `ward_token_count` and `ward_lease_count` series as `(family, mount) → value`.
+fn live_gauges(samples: &[Sample]) -> std::collections::BTreeMap<(String, String), f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == "ward_token_count" || s.name == "ward_lease_count")
+        .map(|s| {
+            (
+                (
+                    s.name.clone(),
+                    s.labels.get("mount").cloned().unwrap_or_default(),
+                ),
+                s.value,
+            )
+        })
+        .collect()
+}
+
+async fn scrape(handler: &Handler, token: &str) -> Vec<Sample> {
+    let reply = send(
+        handler,
+        request("GET", "/v1/sys/metrics?format=prometheus", Some(token), ""),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    parse_prometheus(&String::from_utf8_lossy(&reply.body))
+}
+
+/// A call that must succeed; the JSON body, or null when there is none.
+async fn api_ok(handler: &Handler, method: &str, uri: &str, token: &str, body: Value) -> Value {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let reply = send(handler, request(method, uri, Some(token), &body)).await;
+    assert!(
+        reply.status.is_success(),
+        "{method} {uri}: {} {}",
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    );
+    if reply.body.is_empty() {
+        Value::Null
+    } else {
+        reply.json()
+    }
+}
+
+/// PostgreSQL at 127.0.0.1:5432 (trust auth), which `scripts/test` sets up.
+const POSTGRES_URL: &str = "postgresql://{{username}}@127.0.0.1:5432/postgres";
+
+#[tokio::test]
+async fn token_and_lease_gauges_follow_creates_revocations_expiry_and_survive_restarts() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let database = directory.path().join("ward.db");
+    let open = || {
+        let storage = ward_storage::sqlite::Sqlite::open(&database).expect("sqlite");
+        let config = CoreConfig {
+            storage_type: "sqlite".into(),
+            ..CoreConfig::default()
+        };
+        let core = Core::new(config, Arc::new(storage), ward_engines::registry());
+        (core.clone(), Handler::new(core, Some(64 * 1024)))
+    };
+    let (core, handler) = open();
+    let init = send(
+        &handler,
+        request(
+            "PUT",
+            "/v1/sys/init",
+            None,
+            &json!({"secret_shares": 1, "secret_threshold": 1}).to_string(),
+        ),
+    )
+    .await
+    .json();
+    let key = init["keys"][0].as_str().expect("key").to_string();
+    let root = init["root_token"].as_str().expect("root").to_string();
+    let unseal_body = json!({ "key": key }).to_string();
+    let unseal = |handler: Handler| {
+        let body = unseal_body.clone();
+        async move {
+            let reply = send(&handler, request("PUT", "/v1/sys/unseal", None, &body)).await;
+            assert_eq!(reply.json()["sealed"], false);
+            handler
+        }
+    };
+    let handler = unseal(handler).await;
+    let api = |method: &'static str, uri: String, token: String, body: Value| {
+        let handler = handler.clone();
+        async move { api_ok(&handler, method, &uri, &token, body).await }
+    };
+
+    // Not yet counted after unseal: the families are there, without series.
+    let before = scrape(&handler, &root).await;
+    assert!(live_gauges(&before).is_empty(), "{before:?}");
+    core.expire_tokens().await.expect("token sweep");
+    core.expire_leases().await.expect("lease sweep");
+    let samples = scrape(&handler, &root).await;
+    assert_eq!(
+        by_mount(&samples, "ward_token_count", "auth/token/"),
+        Some(1.0),
+        "the root token"
+    );
+    assert_eq!(by_mount(&samples, "ward_lease_count", "database/"), None);
+
+    // Tokens from two mounts, leases from one; some revoked.
+    api(
+        "POST",
+        "/v1/sys/auth/people".into(),
+        root.clone(),
+        json!({"type": "userpass"}),
+    )
+    .await;
+    api(
+        "POST",
+        "/v1/auth/people/users/ana".into(),
+        root.clone(),
+        json!({"password": "CANARY-gauge-password"}),
+    )
+    .await;
+    for _ in 0..2 {
+        api(
+            "POST",
+            "/v1/auth/people/login/ana".into(),
+            String::new(),
+            json!({"password": "CANARY-gauge-password"}),
+        )
+        .await;
+    }
+    let mut created = Vec::new();
+    for ttl in ["1h", "1h", "1h", "10s"] {
+        let answer = api(
+            "POST",
+            "/v1/auth/token/create".into(),
+            root.clone(),
+            json!({"ttl": ttl, "policies": ["default"]}),
+        )
+        .await;
+        created.push(
+            answer["auth"]["client_token"]
+                .as_str()
+                .expect("token")
+                .to_string(),
+        );
+    }
+    api(
+        "POST",
+        "/v1/auth/token/revoke".into(),
+        root.clone(),
+        json!({"token": created[0]}),
+    )
+    .await;
+
+    api(
+        "POST",
+        "/v1/sys/mounts/database".into(),
+        root.clone(),
+        json!({"type": "database"}),
+    )
+    .await;
+    api(
+        "POST",
+        "/v1/database/config/pg".into(),
+        root.clone(),
+        json!({
+            "plugin_name": "postgresql-database-plugin", "connection_url": POSTGRES_URL,
+            "username": "postgres", "allowed_roles": ["gauge"],
+        }),
+    )
+    .await;
+    api("POST", "/v1/database/roles/gauge".into(), root.clone(), json!({
+        "db_name": "pg", "default_ttl": "1h",
+        "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+    })).await;
+    api("POST", "/v1/database/roles/short".into(), root.clone(), json!({
+        "db_name": "pg", "default_ttl": "10s",
+        "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+    })).await;
+    api(
+        "POST",
+        "/v1/database/config/pg".into(),
+        root.clone(),
+        json!({
+            "plugin_name": "postgresql-database-plugin", "connection_url": POSTGRES_URL,
+            "username": "postgres", "allowed_roles": ["gauge", "short"],
+        }),
+    )
+    .await;
+    let mut leases = Vec::new();
+    for role in ["gauge", "gauge", "gauge", "short"] {
+        let answer = api(
+            "GET",
+            format!("/v1/database/creds/{role}"),
+            root.clone(),
+            Value::Null,
+        )
+        .await;
+        leases.push(answer["lease_id"].as_str().expect("lease").to_string());
+    }
+    api(
+        "PUT",
+        "/v1/sys/leases/revoke".into(),
+        root.clone(),
+        json!({"lease_id": leases[0]}),
+    )
+    .await;
+
+    let expected = |tokens: f64, leases: f64| {
+        std::collections::BTreeMap::from([
+            (
+                ("ward_lease_count".to_string(), "database/".to_string()),
+                leases,
+            ),
+            (
+                ("ward_token_count".to_string(), "auth/people/".to_string()),
+                2.0,
+            ),
+            (
+                ("ward_token_count".to_string(), "auth/token/".to_string()),
+                tokens,
+            ),
+        ])
+    };
+    // Root, and three of the four created; three of the four leases.
+    assert_eq!(
+        live_gauges(&scrape(&handler, &root).await),
+        expected(4.0, 3.0)
+    );
+    let json = api("GET", "/v1/sys/metrics".into(), root.clone(), Value::Null).await;
+    let gauges = json["Gauges"].as_array().cloned().unwrap_or_default();
+    assert!(
+        gauges.contains(
+            &json!({"Name": "ward_lease_count", "Value": 3, "Labels": {"mount": "database/"}})
+        ),
+        "{gauges:?}"
+    );
+
+    // Expiry: the ten-second token and lease end when the sweeps find them past their time.
+    core.clock().advance(30);
+    core.expire_tokens().await.expect("token sweep");
+    core.expire_leases().await.expect("lease sweep");
+    assert_eq!(
+        live_gauges(&scrape(&handler, &root).await),
+        expected(3.0, 2.0)
+    );
+
+    // Sealed and unsealed: counted again from storage, to the same figures.
+    send(&handler, request("PUT", "/v1/sys/seal", Some(&root), "")).await;
+    let handler = unseal(handler).await;
+    assert!(live_gauges(&scrape(&handler, &root).await).is_empty());
+    core.expire_tokens().await.expect("token sweep");
+    core.expire_leases().await.expect("lease sweep");
+    assert_eq!(
+        live_gauges(&scrape(&handler, &root).await),
+        expected(3.0, 2.0)
+    );
+
+    // A restart: a new core on the same file.
+    drop(handler);
+    drop(core);
+    let (core, handler) = open();
+    let handler = unseal(handler).await;
+    core.clock().advance(30);
+    core.expire_tokens().await.expect("token sweep");
+    core.expire_leases().await.expect("lease sweep");
+    assert_eq!(
+        live_gauges(&scrape(&handler, &root).await),
+        expected(3.0, 2.0)
+    );
+
+    // Leave no database user behind.
+    let cleanup = send(
+        &handler,
+        request(
+            "PUT",
+            "/v1/sys/leases/revoke-prefix/database/",
+            Some(&root),
+            "",
+        ),
+    )
+    .await;
+    assert!(cleanup.status.is_success(), "{:?}", cleanup.body);
+    assert_eq!(
+        by_mount(
+            &scrape(&handler, &root).await,
+            "ward_lease_count",
+            "database/"
+        ),
+        None
+    );
+}

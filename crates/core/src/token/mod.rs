@@ -6,6 +6,12 @@
 //! A batch token (`wrb.`) is the entry itself, encrypted under a key kept in the barrier: it
 //! costs no write, cannot be renewed or revoked, and dies with its parent.
 //! Entries are cached by hash; every change goes through here and invalidates the cache.
+//!
+//! Service tokens are also indexed by the auth mount that issued them (`mount/<accessor>/
+//! <hash>`, a key with no value), so that the live count of the `ward_token_count` gauge is
+//! restored after unseal from a key scan, with no decryption; from then on every create and
+//! remove moves it ([`crate::metrics::LiveCount`]). Batch tokens are never stored and not
+//! counted.
 
 pub(crate) mod endpoints;
 
@@ -31,6 +37,13 @@ const ID_PREFIX: &str = "id/";
 const ACCESSOR_PREFIX: &str = "accessor/";
 const PARENT_PREFIX: &str = "parent/";
 const EXPIRY_PREFIX: &str = "expire/";
+const MOUNT_PREFIX: &str = "mount/";
+/// The mount index segment of tokens the token store made itself (root, wrapping, access
+/// grants): they have no issuing auth mount accessor.
+pub(crate) const TOKEN_STORE_KEY: &str = "-";
+/// The count of stored tokens that have no mount index entry (made before the index existed).
+pub(crate) const UNINDEXED_KEY: &str = "?";
+const REMOVE_STRIPES: usize = 64;
 const SALT_KEY: &str = "salt";
 const BATCH_KEY: &str = "batch-key";
 const CACHE_LIMIT: usize = 100_000;
@@ -151,6 +164,10 @@ pub struct TokenStore {
     salt: Key,
     batch_key: Key,
     cache: RwLock<HashMap<String, Arc<TokenEntry>>>,
+    /// Live service tokens by issuing mount accessor (the `ward_token_count` gauge).
+    pub(crate) live: crate::metrics::LiveCount,
+    /// Serialise removals of one token, so that two revocations count it once.
+    remove_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for TokenStore {
@@ -176,6 +193,10 @@ impl TokenStore {
             salt,
             batch_key,
             cache: RwLock::new(HashMap::new()),
+            live: crate::metrics::LiveCount::default(),
+            remove_locks: (0..REMOVE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })
     }
 
@@ -245,7 +266,15 @@ impl TokenStore {
                 value: Vec::new(),
             });
         }
-        self.view.transaction(ops).await?;
+        ops.push(ViewOp::Put {
+            key: mount_key(&entry, &hash),
+            value: Vec::new(),
+        });
+        {
+            let _change = self.live.change().await;
+            self.view.transaction(ops).await?;
+            self.live.add(live_key(&entry));
+        }
         let entry = Arc::new(entry);
         self.cache_put(&hash, entry.clone());
         Ok(Minted {
@@ -382,7 +411,16 @@ impl TokenStore {
     /// Deletes one token's records (not its children). Idempotent.
     pub async fn remove(&self, entry: &TokenEntry) -> Result<(), Error> {
         let hash = &entry.hash;
+        let _one_at_a_time = self.remove_lock(hash).await;
+        let existed = self
+            .view
+            .get(&format!("{ID_PREFIX}{hash}"))
+            .await?
+            .is_some();
         let mut ops = vec![
+            ViewOp::Delete {
+                key: mount_key(entry, hash),
+            },
             ViewOp::Delete {
                 key: format!("{ID_PREFIX}{hash}"),
             },
@@ -400,9 +438,61 @@ impl TokenStore {
                 key: expiry_key(t, hash),
             });
         }
-        self.view.transaction(ops).await?;
+        {
+            let _change = self.live.change().await;
+            self.view.transaction(ops).await?;
+            if existed {
+                self.live.sub(live_key(entry));
+            }
+        }
         self.cache_remove(hash);
         Ok(())
+    }
+
+    /// Live service tokens by issuing mount accessor, from the keys of the mount index; the
+    /// stored tokens the index does not hold count under [`UNINDEXED_KEY`].
+    pub(crate) async fn count_by_mount(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let mut counts = BTreeMap::new();
+        let mut indexed = 0u64;
+        let mut after = String::new();
+        loop {
+            let keys = self.view.scan(MOUNT_PREFIX, &after, 1000).await?;
+            for key in &keys {
+                let rest = key.strip_prefix(MOUNT_PREFIX).unwrap_or_default();
+                if let Some((accessor, _hash)) = rest.split_once('/') {
+                    *counts.entry(accessor.to_string()).or_default() += 1;
+                    indexed += 1;
+                }
+            }
+            match keys.last() {
+                Some(last) if keys.len() >= 1000 => after = last.clone(),
+                _ => break,
+            }
+        }
+        let mut stored = 0u64;
+        let mut after = String::new();
+        loop {
+            let keys = self.view.scan(ID_PREFIX, &after, 1000).await?;
+            stored += keys.len() as u64;
+            match keys.last() {
+                Some(last) if keys.len() >= 1000 => after = last.clone(),
+                _ => break,
+            }
+        }
+        if stored > indexed {
+            counts.insert(UNINDEXED_KEY.to_string(), stored - indexed);
+        }
+        Ok(counts)
+    }
+
+    async fn remove_lock(&self, hash: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let index = hash.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        match self.remove_locks.get(index % REMOVE_STRIPES) {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
     }
 
     /// Makes a token's children orphans (revoke-orphan).
@@ -474,20 +564,23 @@ impl TokenStore {
             }
             after = last;
         }
-        let mut after = String::new();
-        loop {
-            let keys = self.view.scan(PARENT_PREFIX, &after, 1000).await?;
-            let Some(last) = keys.last().cloned() else {
-                break;
-            };
-            for key in keys {
-                let child = key.rsplit('/').next().unwrap_or_default().to_string();
-                if self.entry_any(&child).await?.is_none() {
-                    self.view.delete(&key).await?;
-                    removed += 1;
+        // parent/<parent>/<hash> and mount/<accessor>/<hash> both end with the token's hash.
+        for family in [PARENT_PREFIX, MOUNT_PREFIX] {
+            let mut after = String::new();
+            loop {
+                let keys = self.view.scan(family, &after, 1000).await?;
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                for key in keys {
+                    let hash = key.rsplit('/').next().unwrap_or_default().to_string();
+                    if self.entry_any(&hash).await?.is_none() {
+                        self.view.delete(&key).await?;
+                        removed += 1;
+                    }
                 }
+                after = last;
             }
-            after = last;
         }
         Ok(removed)
     }
@@ -532,6 +625,19 @@ impl TokenStore {
             cache.remove(hash);
         }
     }
+}
+
+/// The gauge key of a token: the accessor of the auth mount that issued it.
+fn live_key(entry: &TokenEntry) -> &str {
+    if entry.mount_accessor.is_empty() {
+        TOKEN_STORE_KEY
+    } else {
+        &entry.mount_accessor
+    }
+}
+
+fn mount_key(entry: &TokenEntry, hash: &str) -> String {
+    format!("{MOUNT_PREFIX}{}/{hash}", live_key(entry))
 }
 
 fn expiry_key(time: i64, hash: &str) -> String {
