@@ -389,10 +389,8 @@ impl JwtEngine {
         if let Some(v) = fields::string(data, "bound_subject")? {
             role.bound_subject = v;
         }
-        match data.get("bound_claims") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) => role.bound_claims = map.clone(),
-            Some(_) => return Err(Error::invalid("field \"bound_claims\" must be a map")),
+        if let Some(map) = object_field(data, "bound_claims")? {
+            role.bound_claims = map;
         }
         if let Some(v) = fields::string(data, "bound_claims_type")? {
             if v != "string" && v != "glob" {
@@ -400,7 +398,7 @@ impl JwtEngine {
             }
             role.bound_claims_type = v;
         }
-        if let Some(v) = fields::string_map(data, "claim_mappings")? {
+        if let Some(v) = claim_mappings_field(data)? {
             role.claim_mappings = v;
         }
         if let Some(v) = fields::string(data, "user_claim")? {
@@ -1188,6 +1186,64 @@ fn effective_leeway(configured: i64, default: i64) -> i64 {
         v if v < 0 => 0,
         v => v,
     }
+}
+
+/// A map field given as a JSON object, or as a string holding one (what `ward write
+/// key='{"a":"b"}'` sends); an empty string clears it.
+fn object_field(data: &Map<String, Value>, key: &str) -> Result<Option<Map<String, Value>>, Error> {
+    let invalid = || Error::invalid(format!("field {key:?} must be a map"));
+    match data.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map.clone())),
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(Some(Map::new())),
+        Some(Value::String(text)) => match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => Ok(Some(map)),
+            _ => Err(invalid()),
+        },
+        Some(_) => Err(invalid()),
+    }
+}
+
+/// `claim_mappings`: a map of strings (or a JSON string of one), or `claim=key` pairs as a
+/// list or a comma-separated string, as Vault's key-value pair fields take them.
+fn claim_mappings_field(
+    data: &Map<String, Value>,
+) -> Result<Option<BTreeMap<String, String>>, Error> {
+    let key = "claim_mappings";
+    let pairs = match data.get(key) {
+        Some(Value::String(text)) if !text.trim_start().starts_with('{') => {
+            fields::strings(data, key)?.unwrap_or_default()
+        }
+        Some(Value::Array(_)) => fields::strings(data, key)?.unwrap_or_default(),
+        _ => {
+            let Some(map) = object_field(data, key)? else {
+                return Ok(None);
+            };
+            return map
+                .into_iter()
+                .map(|(claim, target)| match target {
+                    Value::String(target) => Ok((claim, target)),
+                    _ => Err(Error::invalid(format!(
+                        "field \"{key}\" must map strings to strings"
+                    ))),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some);
+        }
+    };
+    pairs
+        .iter()
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((claim, target)) if !claim.is_empty() && !target.is_empty() => {
+                Ok((claim.to_string(), target.to_string()))
+            }
+            _ => Err(Error::invalid(format!(
+                "invalid {key} pair {pair:?}: expected claim=metadata_key"
+            ))),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// A leeway: seconds (`-1` for none) or a Go duration string.

@@ -1077,3 +1077,65 @@ fn loopback_redirect_uris_match_on_any_port_others_exactly() {
         &ipv6
     ));
 }
+
+#[tokio::test]
+async fn map_fields_accept_json_strings_and_claim_mappings_accept_pairs() {
+    let engine = JwtEngine::default();
+    let ctx = auth_context("jwt").await;
+    // What `ward write auth/jwt/role/r bound_claims='{"ref":"main"}' ...` sends: strings.
+    let cases = [
+        (
+            json!({"bound_claims": "{\"ref\":\"main\",\"n\":[1,2]}", "claim_mappings": "{\"run_id\":\"run\"}"}),
+            Ok((
+                json!({"ref": "main", "n": [1, 2]}),
+                json!({"run_id": "run"}),
+            )),
+        ),
+        (
+            json!({"bound_claims": {"ref": "main"}, "claim_mappings": "run_id=run,actor=who"}),
+            Ok((
+                json!({"ref": "main"}),
+                json!({"run_id": "run", "actor": "who"}),
+            )),
+        ),
+        (
+            json!({"bound_claims": {"ref": "main"}, "claim_mappings": ["run_id=run"]}),
+            Ok((json!({"ref": "main"}), json!({"run_id": "run"}))),
+        ),
+        (
+            json!({"bound_claims": "[\"main\"]"}),
+            Err("field \"bound_claims\" must be a map"),
+        ),
+        (
+            json!({"bound_claims": "{not json"}),
+            Err("field \"bound_claims\" must be a map"),
+        ),
+        (
+            json!({"bound_claims": {"ref": "main"}, "claim_mappings": "run_id"}),
+            Err("invalid claim_mappings pair \"run_id\": expected claim=metadata_key"),
+        ),
+        (
+            json!({"bound_claims": {"ref": "main"}, "claim_mappings": {"run_id": 5}}),
+            Err("field \"claim_mappings\" must map strings to strings"),
+        ),
+    ];
+    for (n, (mut body, expected)) in cases.into_iter().enumerate() {
+        body["role_type"] = json!("jwt");
+        body["user_claim"] = json!("sub");
+        let path = format!("role/r{n}");
+        let written = call(&engine, &ctx, Operation::Update, &path, body.clone()).await;
+        match expected {
+            Ok((bound_claims, claim_mappings)) => {
+                written.unwrap_or_else(|e| panic!("{body}: {e:?}"));
+                let role = call(&engine, &ctx, Operation::Read, &path, json!({}))
+                    .await
+                    .expect("read")
+                    .data
+                    .expect("data");
+                assert_eq!(role["bound_claims"], bound_claims, "{body}");
+                assert_eq!(role["claim_mappings"], claim_mappings, "{body}");
+            }
+            Err(message) => assert_eq!(written, Err(Error::invalid(message)), "{body}"),
+        }
+    }
+}
