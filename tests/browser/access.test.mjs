@@ -34,7 +34,8 @@ let gatekeeper;
 let gatekeeperUrl;
 let gatekeeperLog = '';
 let cliHome;
-const secret = randomBytes(24).toString('hex');
+// The webhook secret, a canary: the suite-wide log scan fails if it reaches a log in clear.
+const secret = `CANARY-gatekeeper-${randomBytes(16).toString('hex')}`;
 const blocks = walkThrough();
 
 /** The README's walk-through blocks by name (`<!-- access walk-through: NAME -->` before a sh block). */
@@ -214,7 +215,7 @@ test('a gatekeeper that denies shows the request as denied with its reason; a wr
   assert.equal(denied.data.gatekeeper_reason, why);
 
   // The same gatekeeper, but a role whose secret it does not know: its 401 is a deny.
-  const otherSecret = randomBytes(24).toString('hex');
+  const otherSecret = `CANARY-other-${randomBytes(16).toString('hex')}`;
   await ok(ward.base, 'PUT', 'sys/access/roles/billing-unsigned', ROOT, {
     policies: ['payments-read'], max_ttl: '1h',
     allowed_requesters: { group_names: ['billing-agents'] },

@@ -16,7 +16,8 @@ import { chromium } from 'playwright-core';
 import * as harness from './harness.mjs';
 
 const ROOT = 'root-token-browser-tests';
-const PASSWORD = 'browser-test-password';
+// A canary: the suite-wide log scan (scripts/scan-canaries) fails if it reaches a log in clear.
+const PASSWORD = 'CANARY-browser-test-password';
 
 let ward;
 let base;

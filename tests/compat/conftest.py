@@ -12,6 +12,11 @@ Two kinds of server:
 
 The binary comes from `$WARD_BIN` (set by scripts/test), else `$CARGO_TARGET_DIR/debug/ward`,
 else `target/debug/ward` in the repository.
+
+Logs: with `$WARD_TEST_LOG_DIR` set (scripts/test sets it), each server's output goes there as
+`compat-<name>-<id>.<n>.log`, and the dev servers also get a file audit device writing
+`compat-<name>-<id>-audit.log` there; scripts/test scans that folder for canary values (the
+`CANARY-` prefix of `canary()`) and tokens in clear after every suite has run.
 """
 
 from __future__ import annotations
@@ -44,6 +49,23 @@ UNSEAL_KEY_PATTERN = re.compile(r"Unseal Key:\s*(\S+)")
 HEALTH_STATUSES = {200, 429, 472, 473, 474, 501, 503, 530}
 
 _running_servers: list["WardServer"] = []
+
+CANARY_PREFIX = "CANARY-"
+
+
+def canary(what: str) -> str:
+    """A recognisable secret value: the suite-wide log scan fails if one appears in clear."""
+    return f"{CANARY_PREFIX}{what}-{secrets.token_hex(4)}"
+
+
+def log_directory(fallback: Path) -> Path:
+    """Where servers keep their logs: $WARD_TEST_LOG_DIR when set, else the test's own folder."""
+    configured = os.environ.get("WARD_TEST_LOG_DIR")
+    if not configured:
+        return fallback
+    path = Path(configured)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def unique(prefix: str) -> str:
@@ -91,13 +113,14 @@ class WardServer:
         self.process: subprocess.Popen | None = None
         self.address: str | None = None
         self.log_path: Path | None = None
+        self.log_stem = f"compat-{name}-{uuid.uuid4().hex[:8]}"
         self._n_starts = 0
 
     # Lifecycle
 
     def start(self) -> "WardServer":
         self._n_starts += 1
-        self.log_path = self.workdir / f"{self.name}.{self._n_starts}.log"
+        self.log_path = log_directory(self.workdir) / f"{self.log_stem}.{self._n_starts}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [str(self.binary), *self.args],
@@ -231,7 +254,17 @@ def start_dev_server(binary: Path, workdir: Path, name: str) -> DevServer:
         name,
     )
     server.root_token = root_token
-    return server.start()
+    server.start()
+    # Every request of the suite is audited to a file kept with the logs, for the canary scan.
+    audit_path = log_directory(workdir) / f"{server.log_stem}-audit.log"
+    response = requests.put(
+        f"{server.address}/v1/sys/audit/suite-log",
+        headers={"X-Vault-Token": root_token},
+        json={"type": "file", "options": {"file_path": str(audit_path)}},
+        timeout=10,
+    )
+    assert response.status_code == 204, f"enabling the suite's audit device: {response.status_code} {response.text}"
+    return server
 
 
 @pytest.fixture(scope="session")

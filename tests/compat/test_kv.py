@@ -3,7 +3,7 @@
 import hvac
 import pytest
 
-from conftest import unique
+from conftest import canary, unique
 
 
 def read_version(client, mount, path, version=None):
@@ -16,13 +16,14 @@ def read_version(client, mount, path, version=None):
 
 
 def test_kv1_write_read_delete(client, kv1_mount):
+    password = canary("kv1-password")
     written = client.secrets.kv.v1.create_or_update_secret(
-        path="app/db", secret={"username": "u", "password": "p", "port": 5432}, mount_point=kv1_mount
+        path="app/db", secret={"username": "u", "password": password, "port": 5432}, mount_point=kv1_mount
     )
 
     assert written.status_code == 204
     read = client.secrets.kv.v1.read_secret(path="app/db", mount_point=kv1_mount)
-    assert read["data"] == {"username": "u", "password": "p", "port": 5432}
+    assert read["data"] == {"username": "u", "password": password, "port": 5432}
     assert read["lease_id"] == ""
     assert read["renewable"] is False
     # KV v1 reports the mount's default TTL as a refresh hint (768h in dev mode).

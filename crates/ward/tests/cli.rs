@@ -6,6 +6,8 @@
 //! start-up report: nextest runs every test in its own process, where a server shared through
 //! a static would outlive the test. A dev server starts in milliseconds, so this costs little.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,6 +56,7 @@ impl Server {
     }
 
     fn start_in(home: tempfile::TempDir, args: &[&str]) -> Server {
+        let log = support::ServerLog::new("cli");
         let mut child = Command::new(WARD)
             .arg("server")
             .args(args)
@@ -61,7 +64,7 @@ impl Server {
             .env_remove("WARD_ADDR")
             .env_remove("VAULT_ADDR")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log.stderr())
             .spawn()
             .expect("spawn ward server");
         let stdout = child.stdout.take().expect("stdout");
@@ -69,6 +72,7 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                log.line(&line);
                 // Keep draining after the receiver is gone so the server never blocks.
                 let _ = lines_tx.send(line);
             }
@@ -223,7 +227,7 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn kv_verbs_on_version_2_and_1_with_every_input_and_output_form() {
     let server = Server::dev();
     let dir = server.home().to_path_buf();
-    let file = write_file(&dir, "pw.txt", "from-a-file");
+    let file = write_file(&dir, "pw.txt", "CANARY-cli-from-a-file");
     let file_arg = format!("password=@{}", file.display());
 
     // put: plain, @file, stdin value; get: table, JSON, YAML, -field.
@@ -234,7 +238,7 @@ fn kv_verbs_on_version_2_and_1_with_every_input_and_output_form() {
         server
             .root(&["kv", "get", "-field=password", "secret/app"])
             .ok(),
-        "from-a-file\n"
+        "CANARY-cli-from-a-file\n"
     );
     let json = server
         .root(&["kv", "get", "-format=json", "secret/app"])
@@ -254,14 +258,14 @@ fn kv_verbs_on_version_2_and_1_with_every_input_and_output_form() {
         .run(
             Some(ROOT),
             &["kv", "put", "secret/app", "user=bob", "password=-"],
-            Some("from-stdin\n"),
+            Some("CANARY-cli-from-stdin\n"),
         )
         .ok();
     assert_eq!(
         server
             .root(&["kv", "get", "-field=password", "secret/app"])
             .ok(),
-        "from-stdin\n"
+        "CANARY-cli-from-stdin\n"
     );
     server
         .run(
@@ -1132,8 +1136,13 @@ fn secrets_auth_and_audit_verbs() {
         .is_none());
     server.root(&["auth", "enable", "no-such-method"]).code(2);
 
-    // audit: enable a file device, see it listed, verify its chain, disable it.
-    let log = server.home().join("ward_audit.log");
+    // audit: enable a file device, see it listed, verify its chain, disable it. The file goes
+    // with the suite's logs when scripts/test keeps them (the canary scan reads it).
+    let log = match std::env::var_os("WARD_TEST_LOG_DIR") {
+        Some(directory) => std::path::PathBuf::from(directory)
+            .join(format!("rust-cli-{}-audit.log", std::process::id())),
+        None => server.home().join("ward_audit.log"),
+    };
     server
         .root(&[
             "audit",
@@ -1148,7 +1157,9 @@ fn secrets_auth_and_audit_verbs() {
         .root(&["audit", "list", "-detailed"])
         .ok()
         .contains("file/"));
-    server.root(&["kv", "put", "secret/audited", "k=v"]).ok();
+    server
+        .root(&["kv", "put", "secret/audited", "k=CANARY-cli-audited"])
+        .ok();
     server.root(&["audit", "disable", "file"]).ok();
     assert_eq!(
         server.root(&["audit", "list"]).ok(),

@@ -6,6 +6,8 @@
 //! value. `WARD_SERVER_CRASH_CYCLES` sets the number of cycles (default 20); a stress run uses
 //! more (`scripts/crash-stress`).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -82,17 +84,19 @@ impl Http {
 }
 
 fn start(config: &Path) -> (Child, String) {
+    let log = support::ServerLog::new("crash");
     let mut child = Command::new(WARD)
         .arg("server")
         .arg(format!("-config={}", config.display()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log.stderr())
         .spawn()
         .expect("spawn ward server");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            log.line(&line);
             let _ = tx.send(line);
         }
     });

@@ -4,6 +4,8 @@
 //! Servers listen on `127.0.0.1:0`; the test reads the bound address from the start-up report
 //! (`Api Address: ...`) and waits for `==> Ward server started!`, with a deadline, no sleeps.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -22,6 +24,7 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str], home: &Path) -> Server {
+        let log = support::ServerLog::new("e2e");
         let mut child = Command::new(WARD)
             .arg("server")
             .args(args)
@@ -29,7 +32,7 @@ impl Server {
             .env_remove("WARD_ADDR")
             .env_remove("VAULT_ADDR")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log.stderr())
             .spawn()
             .expect("spawn ward server");
         let stdout = child.stdout.take().expect("stdout");
@@ -37,6 +40,7 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                log.line(&line);
                 if lines_tx.send(line).is_err() {
                     // Keep draining so the server never blocks on a full pipe.
                     continue;
@@ -181,7 +185,13 @@ fn dev_server_and_client_verbs() {
     check(
         &server.ward(
             home,
-            &["kv", "put", "secret/app", "user=alice", "password=s3cret"],
+            &[
+                "kv",
+                "put",
+                "secret/app",
+                "user=alice",
+                "password=CANARY-e2e-s3cret",
+            ],
         ),
         0,
     );
@@ -190,7 +200,7 @@ fn dev_server_and_client_verbs() {
             &server.ward(home, &["kv", "get", "-field=password", "secret/app"]),
             0
         ),
-        "s3cret\n"
+        "CANARY-e2e-s3cret\n"
     );
     let table = check(&server.ward(home, &["kv", "get", "secret/app"]), 0);
     assert!(
@@ -311,10 +321,13 @@ fn config_server_init_unseal_restart_keeps_data() {
             .expect("ward")
     };
     check(&with_token(&["write", "sys/mounts/kv", "type=kv"]), 0);
-    check(&with_token(&["kv", "put", "kv/db", "password=durable"]), 0);
+    check(
+        &with_token(&["kv", "put", "kv/db", "password=CANARY-e2e-durable"]),
+        0,
+    );
     assert_eq!(
         check(&with_token(&["kv", "get", "-field=password", "kv/db"]), 0),
-        "durable\n"
+        "CANARY-e2e-durable\n"
     );
     server.stop();
 
@@ -336,7 +349,7 @@ fn config_server_init_unseal_restart_keeps_data() {
     };
     assert_eq!(
         check(&with_token(&["kv", "get", "-field=password", "kv/db"]), 0),
-        "durable\n"
+        "CANARY-e2e-durable\n"
     );
     server.stop();
 }

@@ -4,6 +4,8 @@
 //!
 //! The server's address is read from its start-up report, with a deadline; no sleeps.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,6 +24,7 @@ struct Server {
 
 impl Server {
     fn start(home: &Path) -> Server {
+        let log = support::ServerLog::new("policy-tools");
         let mut child = Command::new(WARD)
             .args([
                 "server",
@@ -31,7 +34,7 @@ impl Server {
             ])
             .env("HOME", home)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log.stderr())
             .spawn()
             .expect("spawn ward server");
         let stdout = child.stdout.take().expect("stdout");
@@ -39,6 +42,7 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                log.line(&line);
                 // Keep draining so the server never blocks on a full pipe.
                 let _ = lines_tx.send(line);
             }
