@@ -661,6 +661,23 @@ fn response_complete(bytes: &[u8]) -> bool {
 // ---------------------------------------------------------------------------
 // The real `ward server -dev`
 
+/// The server's log (stderr) as a new file in `WARD_TEST_LOG_DIR`, which `scripts/test` sets and
+/// scans for canary values and tokens in clear once every suite has run; else dropped. Stdout is
+/// not kept: the dev banner prints the generated root token, by design.
+fn server_log() -> std::process::Stdio {
+    static N_SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(directory) = std::env::var_os("WARD_TEST_LOG_DIR") else {
+        return std::process::Stdio::null();
+    };
+    let n = N_SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::path::Path::new(&directory).join(format!("rust-agent-{}-{n}.log", std::process::id()));
+    std::fs::create_dir_all(&directory)
+        .and_then(|()| std::fs::File::create(&path))
+        .map(std::process::Stdio::from)
+        .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()))
+}
+
 /// A `ward server -dev` child process on a port of its own.
 pub struct RealServer {
     child: tokio::process::Child,
@@ -675,7 +692,7 @@ impl RealServer {
         let mut child = tokio::process::Command::new(&binary)
             .args(["server", "-dev", "-dev-listen-address=127.0.0.1:0"])
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(server_log())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()));
