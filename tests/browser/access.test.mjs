@@ -274,3 +274,32 @@ test('an approver denies in the browser, with a reason; the requester gets no to
     .getByRole('cell', { name: 'denied by sam: no rerun during the change freeze' }).waitFor();
   await alice.context.close();
 });
+
+test('an operator signed in with a token sees leases and tokens by mount, the audit chain and recent alerts', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${ward.base}/ui/login`);
+  await page.getByLabel('Ward token', { exact: true }).fill(ROOT);
+  await page.getByRole('button', { name: 'Sign in with a token', exact: true }).click();
+  await page.getByRole('heading', { level: 1, name: 'Approvals inbox' }).waitFor();
+
+  await page.getByRole('link', { name: 'Leases and tokens' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Leases and tokens' }).waitFor();
+  const tokens = page.getByRole('table', { name: 'Live tokens' });
+  await tokens.getByRole('columnheader', { name: 'Mount' }).waitFor();
+  assert.equal(await page.getByText('The server is counting').count(), 0, 'counted since start-up');
+  // The token store's own tokens (root, access grants) count under auth/token/.
+  await tokens.getByRole('row').filter({ hasText: 'auth/token/' }).waitFor();
+  const userpassRow = tokens.getByRole('row').filter({ hasText: 'auth/userpass/' });
+  await userpassRow.waitFor();
+  const userpassTokens = Number((await userpassRow.getByRole('cell').nth(1).innerText()).trim());
+  assert.ok(userpassTokens >= 3, `logins of alice, mel and sam: ${userpassTokens}`);
+
+  await page.getByRole('link', { name: 'Audit and alerts' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Audit and alerts' }).waitFor();
+  const device = page.getByRole('table', { name: 'Enabled audit devices' }).getByRole('row').filter({ hasText: 'file/' });
+  await device.getByText(/^intact: \d+ entries verified$/).waitFor();
+  const alerts = page.getByRole('table', { name: 'Alerts, newest first' });
+  await alerts.getByRole('row').filter({ hasText: 'access-request' }).first().waitFor();
+  await context.close();
+});

@@ -582,6 +582,11 @@ fn gauge_list(gauges: &Gauges) -> Vec<(&'static str, &'static str, u64)> {
             "Enabled audit devices.",
             gauges.audit_devices,
         ),
+        (
+            "ward_live_counts_ready",
+            "1 when ward_token_count and ward_lease_count have been counted since the last unseal.",
+            u64::from(gauges.tokens_by_mount.is_some() && gauges.leases_by_mount.is_some()),
+        ),
     ]
 }
 

@@ -1059,6 +1059,15 @@ fn by_mount(samples: &[Sample], name: &str, mount: &str) -> Option<f64> {
         .map(|s| s.value)
 }
 
+/// `ward_live_counts_ready`: 1 once both live counts are restored after unseal.
+fn ready(samples: &[Sample]) -> f64 {
+    samples
+        .iter()
+        .find(|s| s.name == "ward_live_counts_ready")
+        .map(|s| s.value)
+        .expect("ward_live_counts_ready")
+}
+
 /// The `ward_token_count` and `ward_lease_count` series as `(family, mount) → value`.
 fn live_gauges(samples: &[Sample]) -> std::collections::BTreeMap<(String, String), f64> {
     samples
@@ -1155,9 +1164,11 @@ async fn token_and_lease_gauges_follow_creates_revocations_expiry_and_survive_re
     // Not yet counted after unseal: the families are there, without series.
     let before = scrape(&handler, &root).await;
     assert!(live_gauges(&before).is_empty(), "{before:?}");
+    assert_eq!(ready(&before), 0.0);
     core.expire_tokens().await.expect("token sweep");
     core.expire_leases().await.expect("lease sweep");
     let samples = scrape(&handler, &root).await;
+    assert_eq!(ready(&samples), 1.0);
     assert_eq!(
         by_mount(&samples, "ward_token_count", "auth/token/"),
         Some(1.0),
@@ -1309,7 +1320,9 @@ async fn token_and_lease_gauges_follow_creates_revocations_expiry_and_survive_re
     // Sealed and unsealed: counted again from storage, to the same figures.
     send(&handler, request("PUT", "/v1/sys/seal", Some(&root), "")).await;
     let handler = unseal(handler).await;
-    assert!(live_gauges(&scrape(&handler, &root).await).is_empty());
+    let unsealed = scrape(&handler, &root).await;
+    assert!(live_gauges(&unsealed).is_empty());
+    assert_eq!(ready(&unsealed), 0.0, "not yet counted since this unseal");
     core.expire_tokens().await.expect("token sweep");
     core.expire_leases().await.expect("lease sweep");
     assert_eq!(

@@ -7,7 +7,6 @@
 //! concerned (a request's reason, an event id, an entity name) and always pass
 //! `html::escape`; links and form actions use percent-encoded segments.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
@@ -18,11 +17,6 @@ use ward_core::Error;
 use super::html::{self, age, button_form, encode_segment, escape, message, table, Chrome};
 use super::{html_response, redirect, SignedIn, Ui, UiRequest};
 use crate::handler::HttpResponse;
-
-/// Most accessors looked up to count tokens by mount.
-const MAX_TOKENS_COUNTED: usize = 1000;
-/// Most lease ids walked per mount to count leases.
-const MAX_LEASES_COUNTED: usize = 10_000;
 
 /// The sign-in page's forms.
 pub(super) fn login(csrf: &str, error: Option<&str>) -> String {
@@ -365,122 +359,70 @@ impl Ui {
         }
     }
 
-    /// Leases and tokens, counted by mount.
+    /// Leases and tokens by mount: the live-count gauges of `sys/metrics` (kept up to date by
+    /// the core, so the page costs one read whatever the number of leases).
     pub(super) async fn leases(&self, who: &SignedIn<'_>) -> HttpResponse {
         let mut body = String::new();
-        body.push_str(r#"<section aria-labelledby="leases-heading"><h2 id="leases-heading">Leases by secrets mount</h2>"#);
-        match self.call(who, Verb::Read, "sys/mounts", json!({})).await {
-            Ok(response) => {
-                let mut rows = Vec::new();
-                let mounts = response.data.unwrap_or_default();
-                for (path, mount) in &mounts {
-                    let kind = text(mount, &["type"]);
-                    if matches!(kind.as_str(), "system" | "identity" | "cubbyhole") {
-                        continue;
-                    }
-                    let count = match self.count_leases(who, path).await {
-                        Ok((n, capped)) => format!("{n}{}", if capped { "+" } else { "" }),
-                        Err(Error::PermissionDenied(_)) => {
-                            "not permitted (needs sudo on sys/leases/lookup)".into()
-                        }
-                        Err(_) => "unavailable".into(),
-                    };
-                    rows.push(vec![
-                        format!("<code>{}</code>", escape(path)),
-                        escape(&kind),
-                        escape(&count),
-                    ]);
-                }
-                body.push_str(&table("Active leases", &["Mount", "Type", "Leases"], &rows));
+        let gauges = match self.call(who, Verb::Read, "sys/metrics", json!({})).await {
+            Ok(response) => Value::Object(response.data.unwrap_or_default()),
+            Err(error) => {
+                body.push_str(&unavailable(&error));
+                body.push_str(&message(
+                    "notice",
+                    "The counts come from sys/metrics: they need read on that path.",
+                ));
+                return self.page(who, "Leases and tokens", &body);
             }
-            Err(error) => body.push_str(&unavailable(&error)),
-        }
-        body.push_str("</section>");
-        body.push_str(r#"<section aria-labelledby="tokens-heading"><h2 id="tokens-heading">Tokens by auth mount</h2>"#);
-        match self.count_tokens(who).await {
-            Ok((counts, capped)) => {
-                let rows: Vec<Vec<String>> = counts
-                    .iter()
-                    .map(|(mount, n)| {
-                        vec![format!("<code>{}</code>", escape(mount)), n.to_string()]
-                    })
-                    .collect();
-                if capped {
-                    body.push_str(&message(
-                        "notice",
-                        &format!("Only the first {MAX_TOKENS_COUNTED} tokens were counted."),
-                    ));
-                }
-                body.push_str(&table("Live tokens", &["Created through", "Tokens"], &rows));
-            }
-            Err(error) => body.push_str(&unavailable(&error)),
-        }
-        body.push_str("</section>");
-        self.page(who, "Leases and tokens", &body)
-    }
-
-    async fn count_leases(&self, who: &SignedIn<'_>, mount: &str) -> Result<(usize, bool), Error> {
-        let mut pending = vec![mount.to_string()];
-        let mut count = 0;
-        while let Some(prefix) = pending.pop() {
-            let listed = match self
-                .call(
-                    who,
-                    Verb::List,
-                    &format!("sys/leases/lookup/{prefix}"),
-                    json!({}),
-                )
-                .await
-            {
-                Ok(response) => strings(&Value::Object(response.data.unwrap_or_default()), "keys"),
-                Err(Error::NotFound { .. }) => Vec::new(),
-                Err(error) => return Err(error),
-            };
-            for key in listed {
-                if key.ends_with('/') {
-                    pending.push(format!("{prefix}{key}"));
-                } else {
-                    count += 1;
-                }
-                if count >= MAX_LEASES_COUNTED {
-                    return Ok((count, true));
-                }
-            }
-        }
-        Ok((count, false))
-    }
-
-    async fn count_tokens(
-        &self,
-        who: &SignedIn<'_>,
-    ) -> Result<(BTreeMap<String, usize>, bool), Error> {
-        let response = match self
-            .call(who, Verb::List, "auth/token/accessors/", json!({}))
-            .await
-        {
-            Ok(response) => response,
-            Err(Error::NotFound { .. }) => return Ok((BTreeMap::new(), false)),
-            Err(error) => return Err(error),
         };
-        let accessors = strings(&Value::Object(response.data.unwrap_or_default()), "keys");
-        let capped = accessors.len() > MAX_TOKENS_COUNTED;
-        let mut counts = BTreeMap::new();
-        for accessor in accessors.iter().take(MAX_TOKENS_COUNTED) {
-            let Ok(lookup) = self
-                .call(
-                    who,
-                    Verb::Write,
-                    "auth/token/lookup-accessor",
-                    json!({ "accessor": accessor }),
-                )
-                .await
-            else {
-                continue;
-            };
-            let path = text(&Value::Object(lookup.data.unwrap_or_default()), &["path"]);
-            *counts.entry(creating_mount(&path)).or_insert(0) += 1;
+        let series = list(&gauges, "Gauges");
+        let ready = series
+            .iter()
+            .any(|g| text(g, &["Name"]) == "ward_live_counts_ready" && int(g, &["Value"]) == 1);
+        if !ready {
+            body.push_str(&message(
+                "notice",
+                "The server is counting leases and tokens after unsealing; reload in a moment.",
+            ));
         }
-        Ok((counts, capped))
+        for (name, heading_id, heading, caption, column, none) in [
+            (
+                "ward_lease_count",
+                "leases-heading",
+                "Leases by secrets mount",
+                "Active leases",
+                "Leases",
+                "No live leases.",
+            ),
+            (
+                "ward_token_count",
+                "tokens-heading",
+                "Tokens by auth mount",
+                "Live tokens",
+                "Tokens",
+                "No live service tokens.",
+            ),
+        ] {
+            let rows: Vec<Vec<String>> = series
+                .iter()
+                .filter(|g| text(g, &["Name"]) == name)
+                .map(|g| {
+                    vec![
+                        format!("<code>{}</code>", escape(&text(g, &["Labels", "mount"]))),
+                        int(g, &["Value"]).to_string(),
+                    ]
+                })
+                .collect();
+            body.push_str(&format!(
+                r#"<section aria-labelledby="{heading_id}"><h2 id="{heading_id}">{heading}</h2>"#
+            ));
+            if rows.is_empty() && ready {
+                body.push_str(&format!("<p>{none}</p>"));
+            } else if !rows.is_empty() {
+                body.push_str(&table(caption, &["Mount", column], &rows));
+            }
+            body.push_str("</section>");
+        }
+        self.page(who, "Leases and tokens", &body)
     }
 
     /// Audit devices with the chain status of file devices, and recent alerts.
@@ -585,16 +527,6 @@ async fn verify_file(path: String) -> String {
         },
         Ok(Err(reason)) => reason,
         Err(_) => "verification failed".into(),
-    }
-}
-
-/// `auth/userpass/login/alice` → `auth/userpass/`; `auth/token/create` → `auth/token/`.
-fn creating_mount(path: &str) -> String {
-    let parts: Vec<&str> = path.split('/').collect();
-    match parts.as_slice() {
-        ["auth", mount, ..] => format!("auth/{mount}/"),
-        [first, ..] if !first.is_empty() => format!("{first}/"),
-        _ => "(unknown)".into(),
     }
 }
 
@@ -842,16 +774,5 @@ mod tests {
         assert!(row.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(row.contains("&lt;b&gt;bold&lt;/b&gt;"));
         assert!(!row.contains("\" onmouseover=\""));
-    }
-
-    #[test]
-    fn tokens_are_grouped_by_the_mount_that_created_them() {
-        assert_eq!(
-            creating_mount("auth/userpass/login/alice"),
-            "auth/userpass/"
-        );
-        assert_eq!(creating_mount("auth/token/create"), "auth/token/");
-        assert_eq!(creating_mount("sys/access/requests"), "sys/");
-        assert_eq!(creating_mount(""), "(unknown)");
     }
 }
