@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  ROOT, WARD_BIN, startWard, startProvider, api, ok, tokenCount, launchChromium, signInAtProvider,
+  ROOT, CLIENT_SECRET, WARD_BIN, startWard, startProvider, api, ok, tokenCount, launchChromium, signInAtProvider,
   startCallbackListener,
 } from './support.mjs';
-import { CLIENT_ID, CLIENT_SECRET, USERS } from './identities.mjs';
+import { CLIENT_ID, USERS } from './identities.mjs';
 
 const REPLAYED = 'Vault login failed. Expired or missing OAuth state.';
 
@@ -24,7 +24,7 @@ let listener;
 let callbackUri;
 
 before(async () => {
-  ward = await startWard();
+  ward = await startWard('authcode');
   provider = await startProvider();
   browser = await launchChromium();
   listener = await startCallbackListener();
@@ -110,7 +110,7 @@ test('a person signs in at the provider; the callback yields a token once, and t
   assert.equal(sentBack.get('iss'), provider.issuer);
   const params = { state: sentBack.get('state'), code: sentBack.get('code'), client_nonce: 'client-nonce-1' };
 
-  const before = await tokenCount(ward.base);
+  const tokensBefore = await tokenCount(ward.base);
   const answer = await callback(params);
   assert.equal(answer.status, 200, JSON.stringify(answer.body));
   const { auth } = answer.body;
@@ -122,13 +122,13 @@ test('a person signs in at the provider; the callback yields a token once, and t
   const entity = await ok(ward.base, 'GET', `identity/entity/id/${auth.entity_id}`, ROOT);
   assert.deepEqual(entity.data.aliases.map((a) => a.name), ['alice@example.test']);
   assert.ok(entity.data.group_ids.includes(secops.data.id));
-  assert.equal(await tokenCount(ward.base), before + 1);
+  assert.equal(await tokenCount(ward.base), tokensBefore + 1);
 
   // The same callback again (a replayed redirect, say from browser history) is refused.
   const replay = await callback(params);
   assert.equal(replay.status, 400);
   assert.deepEqual(replay.body.errors, [REPLAYED]);
-  assert.equal(await tokenCount(ward.base), before + 1, 'the replay minted nothing');
+  assert.equal(await tokenCount(ward.base), tokensBefore + 1, 'the replay minted nothing');
 });
 
 test('a callback with another client nonce is refused and spends the state', async () => {
@@ -173,22 +173,22 @@ test('PKCE: the provider refuses a request without it, and a code for another ch
   second.searchParams.set('code_challenge', createHash('sha256').update(attackerVerifier).digest('base64url'));
   const sentBack = await authorize(second.href);
   assert.ok(sentBack.get('code'));
-  const before = await tokenCount(ward.base);
+  const tokensBefore = await tokenCount(ward.base);
   const exchanged = await callback({ state: sentBack.get('state'), code: sentBack.get('code'), client_nonce: 'client-nonce-1' });
   assert.equal(exchanged.status, 400);
   assert.deepEqual(exchanged.body.errors, ['Vault login failed. Error exchanging oidc code: token endpoint answered 400']);
-  assert.equal(await tokenCount(ward.base), before);
+  assert.equal(await tokenCount(ward.base), tokensBefore);
 });
 
 test('nonce: an id_token issued for another nonce is refused', async () => {
   const url = new URL((await authUrl()).body.data.auth_url);
   url.searchParams.set('nonce', randomBytes(16).toString('base64url'));
   const sentBack = await authorize(url.href);
-  const before = await tokenCount(ward.base);
+  const tokensBefore = await tokenCount(ward.base);
   const answer = await callback({ state: sentBack.get('state'), code: sentBack.get('code'), client_nonce: 'client-nonce-1' });
   assert.equal(answer.status, 400);
   assert.deepEqual(answer.body.errors, ['error validating token: invalid ID token nonce']);
-  assert.equal(await tokenCount(ward.base), before);
+  assert.equal(await tokenCount(ward.base), tokensBefore);
 });
 
 test('ward login -method=oidc skip_browser=true: the printed URL, signed in at the provider, ends with a token on stdout', async () => {

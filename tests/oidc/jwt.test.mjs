@@ -23,7 +23,7 @@ const feature = MACHINES['ci-feature'];
 
 before(async () => {
   keysDir = mkdtempSync(path.join(tmpdir(), 'ward-oidc-keys-'));
-  ward = await startWard();
+  ward = await startWard('jwt');
   provider = await startProvider({ keys: path.join(keysDir, 'first.json') });
   await ok(ward.base, 'POST', 'sys/auth/jwt', ROOT, { type: 'jwt' });
   await ok(ward.base, 'POST', 'auth/jwt/config', ROOT, { oidc_discovery_url: provider.issuer });
@@ -59,8 +59,8 @@ test('discovery: the config write fetched the provider, and a wrong issuer URL i
   const trailing = await api(ward.base, 'POST', 'auth/jwt/config', ROOT, { oidc_discovery_url: `${provider.issuer}/` });
   assert.equal(trailing.status, 400);
   assert.match(trailing.body.errors.join(' '), /error checking oidc discovery URL: issuer did not match/);
-  const after = await ok(ward.base, 'GET', 'auth/jwt/config', ROOT);
-  assert.equal(after.data.oidc_discovery_url, provider.issuer, 'the refused write changed nothing');
+  const unchanged = await ok(ward.base, 'GET', 'auth/jwt/config', ROOT);
+  assert.equal(unchanged.data.oidc_discovery_url, provider.issuer, 'the refused write changed nothing');
 });
 
 test('a real RS256 machine token logs in: groups become external groups, claims become metadata, entity and alias', async () => {
@@ -106,7 +106,7 @@ test('a real RS256 machine token logs in: groups become external groups, claims 
 });
 
 test('bound_claims, bound_audiences and claim_mappings refuse real tokens that do not fit', async () => {
-  const before = await tokenCount(ward.base);
+  const tokensBefore = await tokenCount(ward.base);
 
   // The feature branch (ES256, signed by the provider's EC key) does not match ref=refs/heads/main.
   const branch = await machineToken(provider.issuer, 'ci-feature', feature.secret);
@@ -146,7 +146,7 @@ test('bound_claims, bound_audiences and claim_mappings refuse real tokens that d
   assert.equal(refused.status, 400);
   assert.deepEqual(refused.body.errors, ['error validating token: error verifying token signature: failed to verify id token signature']);
 
-  assert.equal(await tokenCount(ward.base), before, 'no refused login left a token behind');
+  assert.equal(await tokenCount(ward.base), tokensBefore, 'no refused login left a token behind');
 });
 
 /** An RS256 JWT signed by a key the provider never had, claiming to be from it. */
@@ -165,7 +165,7 @@ test('key rotation at the provider: new keys are fetched on an unknown kid; unkn
 
   // A kid the provider never had: Ward fetches the JWKS again (or not, rate-limited), finds
   // nothing, refuses with Vault's message, and mints no token.
-  const before = await tokenCount(ward.base);
+  const tokensBefore = await tokenCount(ward.base);
   const now = Math.floor(Date.now() / 1000);
   const forged = foreignToken(`rsa-${randomBytes(6).toString('hex')}`, {
     ...decode(oldJwt).payload, iat: now, exp: now + 300,
@@ -176,7 +176,7 @@ test('key rotation at the provider: new keys are fetched on an unknown kid; unkn
   // The same forged key under the provider's real kid fails just the same.
   const underRealKid = foreignToken(oldKid, { ...decode(oldJwt).payload, iat: now, exp: now + 300 });
   assert.deepEqual((await login(underRealKid)).body.errors, unknownKid.body.errors);
-  assert.equal(await tokenCount(ward.base), before, 'a refused token leaves no token behind');
+  assert.equal(await tokenCount(ward.base), tokensBefore, 'a refused token leaves no token behind');
 
   // Rotate: the same issuer (same port) restarts with new keys.
   const { port, issuer } = provider;

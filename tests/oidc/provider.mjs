@@ -1,7 +1,7 @@
 // A small, real OpenID provider for Ward's tests and walk-throughs: panva's `oidc-provider`
 // on loopback, issuing real signed tokens.
 //
-//   node provider.mjs [--port N] [--keys FILE] [--redirect-uri URI ...]
+//   node provider.mjs [--port N] [--keys FILE] [--redirect-uri URI ...] [--client-secret S]
 //
 // It prints one JSON line when ready: {"issuer", "port", "kids"}. The issuer is
 // http://127.0.0.1:<port> (port 0, the default, picks a free one; also OIDC_PORT).
@@ -11,7 +11,8 @@
 // restart on the same port with another (or no) key file is therefore a key rotation.
 //
 // What it serves:
-//   - the authorization-code flow for the confidential client `ward` (secret `ward-secret`),
+//   - the authorization-code flow for the confidential client `ward` (secret `ward-secret`, or
+//     --client-secret),
 //     PKCE (S256) required. The client is a native one, so a loopback redirect URI matches on
 //     any port (RFC 8252 §7.3): Ward's CLI (http://localhost:8250/oidc/callback) and Ward's web
 //     UI on loopback (http://127.0.0.1:8200/ui/oidc/callback); more with --redirect-uri.
@@ -37,6 +38,7 @@ const { values: options } = parseArgs({
     port: { type: 'string', default: process.env.OIDC_PORT ?? '0' },
     keys: { type: 'string' },
     'redirect-uri': { type: 'string', multiple: true, default: [] },
+    'client-secret': { type: 'string', default: CLIENT_SECRET },
   },
 });
 
@@ -102,7 +104,7 @@ function build(issuer, jwks) {
     clients: [
       {
         client_id: CLIENT_ID,
-        client_secret: CLIENT_SECRET,
+        client_secret: options['client-secret'],
         application_type: 'native',
         grant_types: ['authorization_code'],
         response_types: ['code'],

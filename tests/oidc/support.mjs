@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const WARD_BIN = process.env.WARD_BIN || path.join(here, '..', '..', 'target', 'debug', 'ward');
 export const ROOT = 'root-token-oidc-tests';
 export const RESOURCE = 'https://ward.example.test';
+/** Ward's client secret at the provider in the tests: a canary the log scan looks for. */
+export const CLIENT_SECRET = 'CANARY-oidc-client-secret';
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -57,21 +59,35 @@ export async function stop(child) {
   await gone;
 }
 
-/** `ward server -dev` on port 0; answers { base, stop }. */
-export async function startWard() {
+/**
+ * `ward server -dev` on port 0 with a file audit device; answers { base, home, stop }. The
+ * server log and the audit log go to WARD_TEST_LOG_DIR when set (scripts/test scans every file
+ * there for secrets in clear once all suites ran), else to the server's temporary home.
+ */
+export async function startWard(name) {
   const home = mkdtempSync(path.join(tmpdir(), 'ward-oidc-'));
+  const logDir = process.env.WARD_TEST_LOG_DIR || home;
+  mkdirSync(logDir, { recursive: true });
+  const stamp = `${name}-${process.pid}`;
+  const serverLog = createWriteStream(path.join(logDir, `oidc-${stamp}-server.log`));
   const child = spawn(WARD_BIN, ['server', '-dev', '-dev-listen-address=127.0.0.1:0', `-dev-root-token-id=${ROOT}`], {
-    env: { ...process.env, HOME: home, WARD_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, HOME: home, WARD_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
-  child.stdout.on('data', (chunk) => { output += chunk; });
+  child.stdout.on('data', (chunk) => {
+    output += chunk;
+    serverLog.write(chunk);
+  });
+  child.stderr.pipe(serverLog, { end: false });
   const [, base] = await waitFor(child, () => output, /Api Address: (http:\/\/[0-9.:]+)[\s\S]*Ward server started/, 'ward server');
+  await ok(base, 'PUT', 'sys/audit/file', ROOT, { type: 'file', options: { file_path: path.join(logDir, `oidc-${stamp}-audit.log`) } });
   return {
     base,
     home,
     async stop() {
       await stop(child);
+      await new Promise((resolve) => serverLog.end(resolve));
       rmSync(home, { recursive: true, force: true });
     },
   };
@@ -79,10 +95,10 @@ export async function startWard() {
 
 /**
  * tests/oidc/provider.mjs; answers { issuer, port, kids, stop }. Options: port (to restart on
- * the same one), keys (a key file), redirectUris.
+ * the same one), keys (a key file), redirectUris. Ward's client secret is CLIENT_SECRET.
  */
 export async function startProvider({ port = 0, keys, redirectUris = [] } = {}) {
-  const args = [path.join(here, 'provider.mjs'), '--port', String(port)];
+  const args = [path.join(here, 'provider.mjs'), '--port', String(port), '--client-secret', CLIENT_SECRET];
   if (keys) args.push('--keys', keys);
   for (const uri of redirectUris) args.push('--redirect-uri', uri);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -6,16 +6,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  ROOT, startWard, startProvider, api, ok, tokenCount, launchChromium, signInAtProvider,
+  ROOT, CLIENT_SECRET, startWard, startProvider, api, ok, tokenCount, launchChromium, signInAtProvider,
 } from './support.mjs';
-import { CLIENT_ID, CLIENT_SECRET, USERS } from './identities.mjs';
+import { CLIENT_ID, USERS } from './identities.mjs';
 
 let ward;
 let provider;
 let browser;
 
 before(async () => {
-  ward = await startWard();
+  ward = await startWard('ui');
   provider = await startProvider();
   browser = await launchChromium();
   await ok(ward.base, 'POST', 'sys/auth/oidc', ROOT, { type: 'oidc' });
@@ -42,7 +42,7 @@ after(async () => {
 });
 
 test('OIDC sign-in in the web UI ends on the inbox, signed in as the provider\'s user', async () => {
-  const before = await tokenCount(ward.base);
+  const tokensBefore = await tokenCount(ward.base);
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(`${ward.base}/ui/`);
@@ -54,7 +54,7 @@ test('OIDC sign-in in the web UI ends on the inbox, signed in as the provider\'s
   await page.waitForURL(`${ward.base}/ui/`);
   await page.getByRole('heading', { level: 1, name: 'Approvals inbox' }).waitFor();
   await page.getByText('Signed in as oidc-alice@example.test').waitFor();
-  assert.equal(await tokenCount(ward.base), before + 1, 'the sign-in created one token');
+  assert.equal(await tokenCount(ward.base), tokensBefore + 1, 'the sign-in created one token');
 
   // The session's token is alice's: her entity carries the provider's user as its alias.
   const accessors = await api(ward.base, 'LIST', 'auth/token/accessors', ROOT);
@@ -67,7 +67,7 @@ test('OIDC sign-in in the web UI ends on the inbox, signed in as the provider\'s
 
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL(/\/ui\/login$/);
-  assert.equal(await tokenCount(ward.base), before, 'signing out revoked the token');
+  assert.equal(await tokenCount(ward.base), tokensBefore, 'signing out revoked the token');
   await context.close();
 });
 
@@ -89,11 +89,11 @@ test('a callback this browser did not start is refused by the web UI', async () 
   await first.close();
   assert.match(sentBack, /state=.*code=|code=.*state=/);
 
-  const before = await tokenCount(ward.base);
+  const tokensBefore = await tokenCount(ward.base);
   const other = await browser.newContext();
   const victim = await other.newPage();
   await victim.goto(`${ward.base}/ui/oidc/callback${sentBack}`);
   await victim.getByText('OIDC sign-in failed: this browser did not start it, or it expired').waitFor();
-  assert.equal(await tokenCount(ward.base), before, 'no token was minted');
+  assert.equal(await tokenCount(ward.base), tokensBefore, 'no token was minted');
   await other.close();
 });
