@@ -148,7 +148,7 @@ test('README walk-through: the webhook allows, two teams approve in the browser,
     await context.close();
   }
 
-  for (const [name, before] of [['mel', '0 of 2'], ['sam', '1 of 2']]) {
+  for (const [name, before] of [['mel', '0 of 2, none yet from mlops, secops'], ['sam', '1 of 2, none yet from secops']]) {
     const { context, page } = await signIn(browser, ward.base, name, password(name));
     const row = inboxRow(page, 'Access requests waiting for you', reason);
     const cells = await row.getByRole('cell').allInnerTexts();
@@ -273,6 +273,38 @@ test('an approver denies in the browser, with a reason; the requester gets no to
   await inboxRow(alice.page, 'Your access requests', reason)
     .getByRole('cell', { name: 'denied by sam: no rerun during the change freeze' }).waitFor();
   await alice.context.close();
+});
+
+test('two-team rule: two approvals from mlops do not grant; sam from secops completes it in the browser', async () => {
+  // A second mlops member, max.
+  await ok(ward.base, 'POST', 'auth/userpass/users/max', ROOT, { password: password('max') });
+  const maxLogin = await ok(ward.base, 'POST', 'auth/userpass/login/max', '', { password: password('max') });
+  await ok(ward.base, 'POST', `identity/entity/id/${maxLogin.auth.entity_id}`, ROOT, { name: 'max' });
+  const mlops = await ok(ward.base, 'GET', 'identity/group/name/mlops', ROOT);
+  await ok(ward.base, 'POST', 'identity/group/name/mlops', ROOT, {
+    member_entity_ids: [...mlops.data.member_entity_ids, maxLogin.auth.entity_id],
+  });
+
+  const aliceToken = await login('alice');
+  const reason = 'month-end billing report';
+  const request = await ok(ward.base, 'POST', 'sys/access/requests', aliceToken, {
+    role: 'billing', reason, event: { type: 'nightly-billing-report', id: 'run-2026-11-30' },
+  });
+  assert.equal(request.data.state, 'pending-approval');
+  for (const name of ['mel', 'max']) {
+    const approved = await ok(ward.base, 'POST', `sys/access/requests/${request.data.id}/approve`, await login(name), {});
+    assert.equal(approved.data.state, 'pending-approval', `after ${name}: still waiting for secops`);
+  }
+
+  const { context, page } = await signIn(browser, ward.base, 'sam', password('sam'));
+  const row = inboxRow(page, 'Access requests waiting for you', reason);
+  assert.equal((await row.getByRole('cell').allInnerTexts())[6], '2 of 2, none yet from secops');
+  await row.getByRole('button', { name: 'Approve' }).click();
+  await page.getByText('Your approval was recorded.').waitFor();
+  assert.match(await page.locator('dl').innerText(), /State\s+approved[\s\S]*Approvals\s+3 of 2 \(groups: mlops, secops; at least one from each\)/);
+  await context.close();
+  const granted = await ok(ward.base, 'POST', `sys/access/requests/${request.data.id}/revoke`, aliceToken, {});
+  assert.equal(granted.data.state, 'revoked');
 });
 
 test('an operator signed in with a token sees leases and tokens by mount, the audit chain and recent alerts', async () => {

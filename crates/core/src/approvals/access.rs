@@ -6,7 +6,8 @@
 //! `expired` | `revoked` (`pending-approval` may also end `denied` or `expired`). Roles
 //! (`sys/access/roles/<name>`) are ordinary ACL-protected configuration. The request
 //! endpoints check the caller themselves: a role names who may ask (`allowed_requesters`) and
-//! who approves (`approvals.group_names`), and each answer shows only the caller's own
+//! who approves (`approvals.group_names`, `count`, and with `from_each_group` at least one
+//! approver from each group: the two-team rule), and each answer shows only the caller's own
 //! requests or those they can act on. The grant's token is minted when the requester first
 //! reads an approved request with the token that asked, returned that once, and revoked when
 //! the grant ends or an approver revokes it. Every transition is audited (each is a request)
@@ -99,6 +100,28 @@ pub(crate) struct Approvals {
     /// 0: no approval needed.
     #[serde(default)]
     pub(crate) count: u64,
+    /// Two-team approval: besides `count` approvals in all, at least one from a member of
+    /// each named group (one person in two of the groups counts for both).
+    #[serde(default)]
+    pub(crate) from_each_group: bool,
+}
+
+impl Approvals {
+    /// The named groups no approval has come from yet (empty unless `from_each_group`).
+    fn groups_missing(&self, authorizations: &[Authorization]) -> Vec<String> {
+        if !self.from_each_group {
+            return Vec::new();
+        }
+        self.group_names
+            .iter()
+            .filter(|group| !authorizations.iter().any(|a| a.factors.contains(group)))
+            .cloned()
+            .collect()
+    }
+
+    fn satisfied_by(&self, authorizations: &[Authorization]) -> bool {
+        authorizations.len() as u64 >= self.count && self.groups_missing(authorizations).is_empty()
+    }
 }
 
 /// The life of an access request.
@@ -244,6 +267,8 @@ impl AccessRequest {
                 "group_names": self.approvals.group_names,
                 "required": self.approvals.count,
                 "received": self.approval_count(),
+                "from_each_group": self.approvals.from_each_group,
+                "groups_missing": self.approvals.groups_missing(&self.authorizations),
             },
             "authorizations": self.authorizations.iter().map(|a| json!({
                 "entity_id": a.entity_id, "entity_name": a.entity_name, "time": crate::clock::rfc3339_unix(a.time),
@@ -656,11 +681,19 @@ impl Core {
                     .iter()
                     .any(|a| a.entity_id == approver.entity_id)
                 {
+                    // The request's groups this approver belongs to, for `from_each_group`.
+                    let groups = record
+                        .approvals
+                        .group_names
+                        .iter()
+                        .filter(|g| approver.in_any(std::slice::from_ref(*g), &[]))
+                        .cloned()
+                        .collect();
                     record.authorizations.push(Authorization {
                         entity_id: approver.entity_id.clone(),
                         entity_name: approver.entity_name.clone(),
                         time: now,
-                        factors: Vec::new(),
+                        factors: groups,
                     });
                     record.history.push(HistoryEvent {
                         time: now,
@@ -669,7 +702,7 @@ impl Core {
                         actor_name: approver.entity_name.clone(),
                         note: note.to_string(),
                     });
-                    if record.approval_count() >= record.approvals.count {
+                    if record.approvals.satisfied_by(&record.authorizations) {
                         record.grant(now, None, "all approvals received");
                     }
                 }
@@ -857,6 +890,14 @@ impl Core {
 }
 
 fn role_json(role: &AccessRole) -> Value {
+    let mut approvals = json!({
+        "group_names": role.approvals.group_names,
+        "count": role.approvals.count,
+    });
+    // Only when set: a role declared without it (`ward policy plan`) reads back the same.
+    if role.approvals.from_each_group {
+        approvals["from_each_group"] = Value::Bool(true);
+    }
     json!({
         "name": role.name,
         "policies": role.policies,
@@ -872,7 +913,7 @@ fn role_json(role: &AccessRole) -> Value {
             "required_event_types": role.rules.required_event_types,
             "max_concurrent": role.rules.max_concurrent,
         },
-        "approvals": { "group_names": role.approvals.group_names, "count": role.approvals.count },
+        "approvals": approvals,
     })
 }
 
@@ -969,6 +1010,15 @@ fn parse_role(name: &str, data: &Map<String, Value>) -> Result<AccessRole, Error
                 "approvals.group_names must name the approvers' groups",
             ));
         }
+        role.approvals.from_each_group =
+            fields::boolean(approvals, "from_each_group")?.unwrap_or(false);
+        if role.approvals.from_each_group
+            && role.approvals.count < role.approvals.group_names.len() as u64
+        {
+            return Err(Error::invalid(
+                "approvals.count must be at least the number of groups when from_each_group is set",
+            ));
+        }
     }
     if role.webhook.is_none() && role.rules.is_empty() && role.approvals.count == 0 {
         return Err(Error::invalid("an access role needs a gatekeeper, rules or approvals: otherwise every request would be granted"));
@@ -1004,6 +1054,36 @@ mod tests {
         short_secret["gatekeeper"] =
             json!({"webhook_url": "http://127.0.0.1:1/", "secret": "short"});
         assert!(parse_role("r", &data(short_secret)).is_err());
+    }
+
+    #[test]
+    fn two_team_approval_needs_one_approver_from_each_group() {
+        let approvals = Approvals {
+            group_names: vec!["mlops".into(), "secops".into()],
+            count: 2,
+            from_each_group: true,
+        };
+        let by = |name: &str, groups: &[&str]| Authorization {
+            entity_id: name.into(),
+            entity_name: name.into(),
+            time: 0,
+            factors: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let two_from_mlops = [by("mel", &["mlops"]), by("max", &["mlops"])];
+        assert!(!approvals.satisfied_by(&two_from_mlops));
+        assert_eq!(approvals.groups_missing(&two_from_mlops), ["secops"]);
+        assert!(approvals.satisfied_by(&[by("mel", &["mlops"]), by("sam", &["secops"])]));
+        // One person in both groups covers both, but the count still wants two people.
+        assert!(!approvals.satisfied_by(&[by("kim", &["mlops", "secops"])]));
+        let union = Approvals {
+            from_each_group: false,
+            ..approvals.clone()
+        };
+        assert!(union.satisfied_by(&two_from_mlops));
+        let data = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let too_few = json!({"policies": ["p"], "allowed_requesters": {"group_names": ["a"]},
+            "approvals": {"group_names": ["mlops", "secops"], "count": 1, "from_each_group": true}});
+        assert!(parse_role("r", &data(too_few)).is_err());
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl Ui {
 <dt>Requested TTL</dt><dd>{ttl} seconds</dd>
 <dt>Requested</dt><dd>{created} ({age})</dd>
 <dt>Gatekeeper</dt><dd>{gatekeeper}</dd>
-<dt>Approvals</dt><dd>{received} of {required} (groups: {groups})</dd>
+<dt>Approvals</dt><dd>{so_far} (groups: {groups}{each})</dd>
 <dt>Grant ends</dt><dd>{expires}</dd>
 </dl>"#,
             state = escape(&text(&item, &["state"])),
@@ -301,9 +301,13 @@ impl Ui {
             created = escape(&text(&item, &["creation_time"])),
             age = escape(&age(now - int(&item, &["creation_unix"]))),
             gatekeeper = escape(&text(&item, &["gatekeeper_reason"])),
-            received = int(&item, &["approvals", "received"]),
-            required = int(&item, &["approvals", "required"]),
+            so_far = escape(&approvals_so_far(&item)),
             groups = escape(&strings(&item["approvals"], "group_names").join(", ")),
+            each = if item["approvals"]["from_each_group"] == json!(true) {
+                "; at least one from each"
+            } else {
+                ""
+            },
             expires = escape(&text(&item, &["expire_time"])),
         ));
         body.push_str(&approvals_table(&item));
@@ -577,13 +581,23 @@ fn access_row(item: &Value, now: i64, actions: AccessActions<'_>) -> Vec<String>
         event_cell(item),
         escape(&age(now - int(item, &["creation_unix"]))),
         state_cell(item),
-        format!(
-            "{} of {}",
-            int(item, &["approvals", "received"]),
-            int(item, &["approvals", "required"])
-        ),
+        escape(&approvals_so_far(item)),
         actions,
     ]
+}
+
+/// "1 of 2", and for a two-team rule the groups still missing: "1 of 2, none yet from secops".
+fn approvals_so_far(item: &Value) -> String {
+    let mut out = format!(
+        "{} of {}",
+        int(item, &["approvals", "received"]),
+        int(item, &["approvals", "required"])
+    );
+    let missing = strings(&item["approvals"], "groups_missing");
+    if !missing.is_empty() && text(item, &["state"]) == "pending-approval" {
+        out.push_str(&format!(", none yet from {}", missing.join(", ")));
+    }
+    out
 }
 
 /// The state, and for an ended request who ended it and why (the gatekeeper's reason for a
