@@ -6,6 +6,7 @@
 # Throughput at 32 connections and median latency at 1 connection, interleaved rounds;
 # servers pinned to CPU 0 and wrk to CPU 1. Also the agent's RSS with 10 routes and
 # 10 templates. Usage: bench/egress.sh   (env: DURATION=10 ROUNDS=3)
+# CARGO_TARGET_DIR is respected; AGENT_BIN=/path/to/ward-agent measures a saved build.
 # A/B: AGENT_B_BIN=/path/to/other/ward-agent adds a "wardb" row (a second agent with the same
 # config, e.g. a saved build of the previous revision), interleaved with the others.
 set -euo pipefail
@@ -19,11 +20,12 @@ rounds="${ROUNDS:-3}"
 
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-ward="${WARD_BIN:-$root/target/debug/ward}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+ward="${WARD_BIN:-$target_dir/debug/ward}"
 [ -x "$ward" ] || (cd "$root" && cargo build -q -p ward --bin ward)
 (cd "$root" && cargo build -q --release -p ward-agent --examples)
-agent_bin="$root/target/release/examples/ward-agent"
-upstream_bin="$root/target/release/examples/egress_bench"
+agent_bin="${AGENT_BIN:-$target_dir/release/examples/ward-agent}"
+upstream_bin="$target_dir/release/examples/egress_bench"
 
 wait_for() { for _ in $(seq 1 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "timeout: $2" >&2; cat "$1" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -188,14 +188,14 @@ impl EgressProxy {
                 .duration_micros
                 .add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
         }
-        tracing::info!(
-            target: "ward_agent::egress",
-            route = route.as_ref().map_or("-", |route| route.config.name.as_str()),
-            method = %method,
-            path = %uri.path(),
+        crate::log_writer::egress_call(
+            route
+                .as_ref()
+                .map_or("-", |route| route.config.name.as_str()),
+            &method,
+            uri.path(),
             status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            "egress call"
+            elapsed,
         );
         response
     }

@@ -98,9 +98,12 @@ fn init_logging(level: Option<&str>) {
         .or_else(|| std::env::var("WARD_LOG").ok())
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".to_owned());
-    let _ = tracing_subscriber::fmt()
+    let installed = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(log_writer::AgentLogWriter)
         .with_ansi(false)
         .try_init();
+    if installed.is_ok() {
+        log_writer::enable_direct_egress_lines();
+    }
 }
