@@ -69,7 +69,7 @@ impl Core {
         let segments: Vec<&str> = trimmed.split('/').collect();
         let data = &request.data;
         let mut response = match (segments.as_slice(), operation) {
-            (["audit", ..], _) | (["audit-hash", ..], _) => {
+            (["audit", ..], _) | (["audit-hash", ..], _) | (["audit-checkpoint", ..], _) => {
                 self.handle_audit(state, trimmed, operation, data).await?
             }
             (["quotas", "config"], _) | (["quotas", "rate-limit", ..], _) => {

@@ -1185,3 +1185,326 @@ async fn audit_devices_survive_a_seal_and_the_chain_continues() {
         "enable, read (2), read after unseal (2)"
     );
 }
+
+/// The public key a checkpointing device shows at `sys/audit-checkpoint/<name>`.
+async fn checkpoint_key(core: &Core, root: &str, name: &str) -> ([u8; 32], Value) {
+    let response = call(
+        core,
+        Verb::Read,
+        &format!("sys/audit-checkpoint/{name}"),
+        root,
+        json!({}),
+    )
+    .await
+    .expect("checkpoint status");
+    let data = Value::Object(response.data.expect("data"));
+    let key = ward_core::audit::parse_public_key(data["public_key"].as_str().expect("key"))
+        .expect("an Ed25519 public key");
+    (key, data)
+}
+
+fn verify_with_key(
+    key: [u8; 32],
+    files: &[(&str, &[u8])],
+    server: Option<(u64, &str)>,
+) -> ward_core::audit::VerifyReport {
+    let mut verifier = Verifier::new().with_public_key(key);
+    if let Some((sequence, head)) = server {
+        verifier = verifier.expect_checkpoint(sequence, head);
+    }
+    for (name, bytes) in files {
+        verifier.feed(name, *bytes).expect("read");
+    }
+    verifier.finish()
+}
+
+/// Rewrites every `prev_hash` from line `from` (0-based) on, as someone who edited a line
+/// and wants the chain to hold again would.
+fn rechain(lines: &mut [String], from: usize) {
+    for i in from.max(1)..lines.len() {
+        let previous = ward_core::audit::line_hash(lines[i - 1].as_bytes());
+        let at = lines[i].find("\"prev_hash\":\"").expect("prev_hash") + 13;
+        lines[i].replace_range(at..at + 64, &hex::encode(previous));
+    }
+}
+
+fn joined(lines: &[String]) -> Vec<u8> {
+    lines
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn is_checkpoint(line: &str) -> bool {
+    serde_json::from_str::<Value>(line).expect("json")["type"] == "checkpoint"
+}
+
+#[tokio::test]
+async fn signed_checkpoints_verify_and_reveal_edits_forgeries_and_cuts() {
+    let (core, root) = dev_core().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.log");
+    let other = dir.path().join("other.log");
+    for (name, path) in [("file", &log), ("other", &other)] {
+        enable_file(&core, &root, name, path, json!({"checkpoint_entries": "4"}))
+            .await
+            .expect("enable");
+    }
+    for i in 0..9 {
+        call(
+            &core,
+            Verb::Write,
+            &format!("secret/data/k{i}"),
+            &root,
+            json!({"data": {"v": SECRET_CANARY}}),
+        )
+        .await
+        .expect("write");
+    }
+    let (key, status) = checkpoint_key(&core, &root, "file").await;
+    let (other_key, _) = checkpoint_key(&core, &root, "other").await;
+    assert_eq!(status["algorithm"], "ed25519");
+    assert_eq!(status["checkpoint_entries"], 4);
+    let server_sequence = status["last_checkpoint"]["sequence"].as_u64().expect("seq");
+    let server_head = status["last_checkpoint"]["head"].as_str().expect("head");
+    let lines: Vec<String> = read(&log).lines().map(str::to_string).collect();
+    let checkpoint_lines: Vec<usize> = (0..lines.len())
+        .filter(|i| is_checkpoint(&lines[*i]))
+        .collect();
+    assert!(
+        checkpoint_lines.len() >= 4,
+        "one per 4 entries: {checkpoint_lines:?}"
+    );
+    assert_eq!(checkpoint_lines[0], 4, "after the 4th entry");
+    assert!(!read(&log).contains(SECRET_CANARY));
+
+    // The untouched log: every checkpoint verifies and matches the server's last.
+    let report = verify_with_key(
+        key,
+        &[("log", &joined(&lines))],
+        Some((server_sequence, server_head)),
+    );
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.checkpoints.found, checkpoint_lines.len() as u64);
+    assert_eq!(report.checkpoints.verified, report.checkpoints.found);
+    assert!(
+        report.checkpoints.last.as_ref().map(|c| c.sequence) >= Some(server_sequence),
+        "reading the status is audited too, so the file may be a checkpoint ahead"
+    );
+
+    // Checked against another device's key: every signature is someone else's.
+    let report = verify_with_key(other_key, &[("log", &joined(&lines))], None);
+    let problem = report.checkpoints.first_problem.expect("wrong key found");
+    assert_eq!(problem.line, 5);
+    assert!(matches!(
+        problem.issue,
+        ward_core::audit::CheckpointIssue::WrongKey { .. }
+    ));
+
+    // An entry before a checkpoint edited, and the chain rewritten after it so it holds:
+    // the checkpoint no longer signs the head (and re-pointing its head breaks the signature).
+    let mut edited = lines.clone();
+    edited[2] = edited[2].replace("\"display_name\":\"root\"", "\"display_name\":\"mallory\"");
+    assert_ne!(edited[2], lines[2]);
+    rechain(&mut edited, 3);
+    let report = verify_with_key(key, &[("log", &joined(&edited))], None);
+    assert!(report.is_intact(), "the rewritten chain holds: {report:?}");
+    let problem = report.checkpoints.first_problem.expect("edit found");
+    assert_eq!(
+        (problem.line, problem.issue),
+        (5, ward_core::audit::CheckpointIssue::HeadMismatch)
+    );
+    let first = checkpoint_lines[0];
+    let old_head = &lines[first][14..78];
+    let new_head = edited[first][14..78].to_string();
+    edited[first] = edited[first].replace(
+        &format!("\"head\":\"{old_head}\""),
+        &format!("\"head\":\"{new_head}\""),
+    );
+    rechain(&mut edited, first + 1);
+    let report = verify_with_key(key, &[("log", &joined(&edited))], None);
+    assert!(report.is_intact());
+    assert_eq!(
+        report.checkpoints.first_problem.map(|p| (p.line, p.issue)),
+        Some((5, ward_core::audit::CheckpointIssue::BadSignature))
+    );
+
+    // Lines removed before a checkpoint: the chain breaks there.
+    let mut removed = lines.clone();
+    removed.remove(1);
+    let report = verify_with_key(key, &[("log", &joined(&removed))], None);
+    assert_eq!(report.first_break.map(|b| b.line), Some(2));
+
+    // A removed checkpoint with the chain rewritten: the next checkpoint's counts do not add up.
+    let mut dropped = lines.clone();
+    dropped.remove(first);
+    rechain(&mut dropped, first);
+    let report = verify_with_key(key, &[("log", &joined(&dropped))], None);
+    assert!(report.is_intact());
+    assert!(matches!(
+        report.checkpoints.first_problem.map(|p| p.issue),
+        Some(
+            ward_core::audit::CheckpointIssue::HeadMismatch
+                | ward_core::audit::CheckpointIssue::CountMismatch { .. }
+        )
+    ));
+
+    // The end cut after a checkpoint: the server's last checkpoint is missing from the file.
+    let cut: Vec<String> = lines[..=checkpoint_lines[1]].to_vec();
+    let report = verify_with_key(
+        key,
+        &[("log", &joined(&cut))],
+        Some((server_sequence, server_head)),
+    );
+    assert!(report.is_intact());
+    assert_eq!(
+        report.checkpoints.first_problem.map(|p| p.issue),
+        Some(ward_core::audit::CheckpointIssue::BehindServer { server_sequence })
+    );
+    // Without the server, a cut that drops the last checkpoint but leaves the entries before
+    // it shows: more entries follow the previous checkpoint than its interval allows.
+    let cut: Vec<String> = lines[..checkpoint_lines[1]].to_vec();
+    let report = verify_with_key(key, &[("log", &joined(&cut))], None);
+    assert_eq!(
+        report.checkpoints.first_problem.map(|p| p.issue),
+        Some(ward_core::audit::CheckpointIssue::Missing)
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_continue_across_rotation_and_restart() {
+    let physical: Arc<dyn ward_storage::Physical> = Arc::new(InMemory::new());
+    let core = Core::new(
+        CoreConfig::default(),
+        physical.clone(),
+        ward_engines::registry(),
+    );
+    let init = core.init(1, 1).await.expect("init");
+    core.unseal(init.keys[0].to_vec()).await.expect("unseal");
+    let root = init.root_token.to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.log");
+    let rotated = dir.path().join("audit.log.1");
+    enable_file(&core, &root, "file", &log, json!({"checkpoint_entries": 3}))
+        .await
+        .expect("enable");
+    for _ in 0..4 {
+        call(&core, Verb::Read, "sys/mounts", &root, json!({}))
+            .await
+            .expect("read");
+    }
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let failed = core.reopen_audit_devices().await.expect("reopen");
+    assert!(failed.is_empty(), "{failed:?}");
+    let old = read(&rotated);
+    assert!(
+        is_checkpoint(old.lines().last().expect("lines")),
+        "rotation seals the old file with a checkpoint"
+    );
+    for _ in 0..2 {
+        call(&core, Verb::Read, "sys/mounts", &root, json!({}))
+            .await
+            .expect("read after rotation");
+    }
+    // A restart (seal, unseal) finds the last checkpoint in the file and counts on.
+    core.seal().await;
+    core.unseal(init.keys[0].to_vec()).await.expect("unseal");
+    for _ in 0..3 {
+        call(&core, Verb::Read, "sys/mounts", &root, json!({}))
+            .await
+            .expect("read after restart");
+    }
+    let (key, status) = checkpoint_key(&core, &root, "file").await;
+    let sequence = status["last_checkpoint"]["sequence"].as_u64().expect("seq");
+    let head = status["last_checkpoint"]["head"]
+        .as_str()
+        .expect("head")
+        .to_string();
+    let (old, new) = (
+        std::fs::read(&rotated).expect("old"),
+        std::fs::read(&log).expect("new"),
+    );
+    let report = verify_with_key(
+        key,
+        &[("old", &old), ("new", &new)],
+        Some((sequence, &head)),
+    );
+    assert!(report.is_valid(), "{report:?}");
+    assert!(report.starts_at_genesis);
+    assert!(report.checkpoints.found >= 5, "{report:?}");
+    assert_eq!(report.checkpoints.verified, report.checkpoints.found);
+    let total = entries(&rotated).len() + entries(&log).len();
+    let last = report.checkpoints.last.expect("a checkpoint");
+    assert_eq!(
+        last.entries + report.checkpoints.entries_after_last + report.checkpoints.found,
+        total as u64,
+        "every entry is counted once"
+    );
+    // The new file alone starts mid-chain: its first checkpoint's counts are taken on trust.
+    let report = verify_with_key(key, &[("new", &new)], None);
+    assert!(report.is_valid(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_checkpoint_follows_within_its_interval_and_bad_options_are_refused() {
+    let (core, root) = dev_core().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.log");
+    for options in [
+        json!({"checkpoint_entries": "many"}),
+        json!({"checkpoint_interval": "soon"}),
+        json!({"checkpoint_interval": "0s"}),
+    ] {
+        let refused = enable_file(&core, &root, "file", &log, options.clone()).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidRequest(_))),
+            "{options}: {refused:?}"
+        );
+    }
+    enable_file(
+        &core,
+        &root,
+        "plain",
+        &dir.path().join("plain.log"),
+        json!({}),
+    )
+    .await
+    .expect("enable");
+    let no_checkpoints = call(
+        &core,
+        Verb::Read,
+        "sys/audit-checkpoint/plain",
+        &root,
+        json!({}),
+    )
+    .await;
+    assert!(
+        matches!(no_checkpoints, Err(Error::InvalidRequest(_))),
+        "{no_checkpoints:?}"
+    );
+
+    enable_file(
+        &core,
+        &root,
+        "file",
+        &log,
+        json!({"checkpoint_interval": "1s"}),
+    )
+    .await
+    .expect("enable");
+    call(&core, Verb::Read, "sys/mounts", &root, json!({}))
+        .await
+        .expect("read");
+    // No entry arrives after this one: the device's own timer writes the checkpoint.
+    let sealed = poll(Duration::from_secs(10), || {
+        let content = read(&log);
+        let last = content.lines().last().is_some_and(is_checkpoint);
+        last.then_some(content)
+    })
+    .await;
+    let (key, _) = checkpoint_key(&core, &root, "file").await;
+    let report = verify_with_key(key, &[("log", sealed.as_bytes())], None);
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.checkpoints.entries_after_last, 0);
+}

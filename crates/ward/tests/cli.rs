@@ -1184,6 +1184,94 @@ fn secrets_auth_and_audit_verbs() {
 }
 
 #[test]
+fn audit_verify_checks_signed_checkpoints_with_the_server_key() {
+    let server = Server::dev();
+    let log = server.home().join("checkpointed_audit.log");
+    let other = server.home().join("other_audit.log");
+    for (name, path) in [("signed", &log), ("other", &other)] {
+        server
+            .root(&[
+                "audit",
+                "enable",
+                &format!("-path={name}"),
+                "file",
+                &format!("file_path={}", path.display()),
+                "checkpoint_entries=3",
+            ])
+            .ok();
+    }
+    for i in 0..4 {
+        server
+            .root(&["kv", "put", &format!("secret/audited{i}"), "k=v"])
+            .ok();
+    }
+    let log_arg = log.display().to_string();
+    let verified = server
+        .root(&[
+            "audit",
+            "verify",
+            "-device=signed",
+            "-format=json",
+            &log_arg,
+        ])
+        .json();
+    assert_eq!(verified["intact"], true, "{verified}");
+    let found = verified["checkpoints"].as_u64().expect("count");
+    assert!(found >= 3, "{verified}");
+    assert_eq!(verified["checkpoints_verified"].as_u64(), Some(found));
+
+    // Offline with the key read once from the server; another device's key is refused.
+    let key_of = |device: &str| {
+        server
+            .root(&[
+                "read",
+                "-format=json",
+                &format!("sys/audit-checkpoint/{device}"),
+            ])
+            .json()["data"]["public_key"]
+            .as_str()
+            .expect("public key")
+            .to_string()
+    };
+    let key_file = server.home().join("signed.pub");
+    std::fs::write(&key_file, key_of("signed")).expect("key file");
+    let key_arg = format!("-public-key=@{}", key_file.display());
+    let offline = ward(&["audit", "verify", &key_arg, &log_arg]);
+    assert!(
+        offline.ok().contains("signatures verified"),
+        "{}",
+        offline.ok()
+    );
+    let forged = ward(&[
+        "audit",
+        "verify",
+        &format!("-public-key={}", key_of("other")),
+        &log_arg,
+    ]);
+    assert!(forged.code(2).contains("signed by another key"));
+
+    // A copy cut after its first checkpoint: fine offline, but the server knows a later one.
+    // (A copy, because the server keeps appending to the real file.)
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    let first = text
+        .lines()
+        .position(|l| l.contains("\"type\":\"checkpoint\""))
+        .expect("a checkpoint");
+    let cut: String = text
+        .lines()
+        .take(first + 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let cut_path = server.home().join("cut_audit.log");
+    std::fs::write(&cut_path, cut).expect("cut");
+    let cut_arg = cut_path.display().to_string();
+    ward(&["audit", "verify", &key_arg, &cut_arg]).code(0);
+    let cut = server.root(&["audit", "verify", "-device=signed", &cut_arg]);
+    let cut = cut.code(2);
+    assert!(cut.contains("not in these files: the log was cut"), "{cut}");
+}
+
+#[test]
 fn lease_verbs_on_database_credentials() {
     let server = Server::dev();
     server.root(&["secrets", "enable", "database"]).ok();

@@ -12,10 +12,18 @@
 //! matches), so a report names the first line whose link does not hold. Truncating the end
 //! of a file is only visible against an outside anchor: the device's last hash, which the
 //! server keeps in the barrier.
+//!
+//! Given the device's public key, the verifier also checks every signed checkpoint (see
+//! `checkpoint`): its signature, that it signs the line before it, and that its counts add
+//! up. A log cut after its last checkpoint shows when more entries (or more time) follow that
+//! checkpoint than its signed interval allows, or against the server's last checkpoint
+//! ([`Verifier::expect_checkpoint`]).
 
 use std::io::{self, BufRead};
 
 use sha2::{Digest, Sha256};
+
+use super::checkpoint;
 
 /// What the first line of every device chains to.
 pub const GENESIS_MARKER: &[u8] = b"ward audit chain genesis v1";
@@ -86,12 +94,79 @@ pub struct VerifyReport {
     /// Hex hash of the last line: compare with the device's last hash to detect truncation.
     pub last_hash: String,
     pub first_break: Option<ChainBreak>,
+    pub checkpoints: CheckpointReport,
 }
 
 impl VerifyReport {
+    /// Whether the chain holds (checkpoints aside).
     pub fn is_intact(&self) -> bool {
         self.first_break.is_none()
     }
+
+    /// Whether the chain holds and no checkpoint problem was found.
+    pub fn is_valid(&self) -> bool {
+        self.is_intact() && self.checkpoints.first_problem.is_none()
+    }
+}
+
+/// What the verifier found about signed checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointReport {
+    /// Checkpoint lines read (up to the first chain break).
+    pub found: u64,
+    /// Checkpoints whose signature was checked and holds.
+    pub verified: u64,
+    /// The last checkpoint read.
+    pub last: Option<CheckpointSeen>,
+    /// Entries after the last checkpoint (all entries if there is none): not yet signed.
+    pub entries_after_last: u64,
+    pub first_problem: Option<CheckpointProblem>,
+}
+
+/// A checkpoint as read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSeen {
+    pub file: String,
+    pub line: u64,
+    pub sequence: u64,
+    pub entries: u64,
+    pub head: String,
+    pub time: String,
+    pub key_id: String,
+}
+
+/// The first checkpoint problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointProblem {
+    pub file: String,
+    /// 1-based line number of the checkpoint, or of the file's last line for a missing one.
+    pub line: u64,
+    pub issue: CheckpointIssue,
+}
+
+/// What is wrong with a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointIssue {
+    /// A checkpoint line that cannot be read.
+    Unreadable,
+    /// Signed by another key than the one given (its key id is shown).
+    WrongKey { key_id: String },
+    /// The signature does not hold for the given key: the checkpoint was altered or forged.
+    BadSignature,
+    /// The checkpoint's `head` is not the hash of the line before it.
+    HeadMismatch,
+    /// Its sequence number or entry count does not follow from the lines before it.
+    CountMismatch {
+        expected_sequence: u64,
+        expected_entries: u64,
+    },
+    /// More entries, or more time, follow the last checkpoint than its signed interval
+    /// allows: a later checkpoint was removed, or the log cut after it.
+    Missing,
+    /// The server's last checkpoint is not in the files: the log was cut.
+    BehindServer { server_sequence: u64 },
+    /// The server's checkpoint with this sequence signs another head.
+    ServerMismatch,
 }
 
 /// Checks one stream of audit lines. See [`Verifier`] for several files in order.
@@ -106,11 +181,33 @@ pub fn verify<R: BufRead>(reader: R) -> io::Result<VerifyReport> {
 pub struct Verifier {
     report: VerifyReport,
     expected: Option<[u8; 32]>,
+    public_key: Option<[u8; 32]>,
+    server: Option<(u64, String)>,
+    /// The last checkpoint read, with its signed intervals and time.
+    last_checkpoint: Option<(checkpoint::Fields, Option<time::OffsetDateTime>)>,
+    /// Times of the first and the last entry after the last checkpoint.
+    first_uncovered: Vec<u8>,
+    last_uncovered: Vec<u8>,
+    last_file: String,
+    last_line: u64,
 }
 
 impl Verifier {
     pub fn new() -> Verifier {
         Verifier::default()
+    }
+
+    /// Checks checkpoint signatures with this Ed25519 public key.
+    pub fn with_public_key(mut self, public_key: [u8; 32]) -> Verifier {
+        self.public_key = Some(public_key);
+        self
+    }
+
+    /// The server's last checkpoint of the device (`sys/audit-checkpoint/<path>`): files that
+    /// end before it were cut.
+    pub fn expect_checkpoint(mut self, sequence: u64, head: &str) -> Verifier {
+        self.server = Some((sequence, head.to_string()));
+        self
     }
 
     /// Reads one file to the end, continuing the chain of the files before it. Stops
@@ -128,6 +225,9 @@ impl Verifier {
             number += 1;
             self.report.lines += 1;
             self.report.bytes += n as u64;
+            self.last_file.clear();
+            self.last_file.push_str(name);
+            self.last_line = number;
             if self.report.first_break.is_some() {
                 continue;
             }
@@ -155,6 +255,10 @@ impl Verifier {
                 }
                 Some(_) => {}
             }
+            match checkpoint_json(content) {
+                Some(json) => self.checkpoint(name, number, json, &recorded),
+                None => self.entry(content),
+            }
             let hash: [u8; 32] = Sha256::digest(content).into();
             self.expected = Some(hash);
         }
@@ -162,8 +266,169 @@ impl Verifier {
 
     pub fn finish(mut self) -> VerifyReport {
         self.report.last_hash = self.expected.map(hex::encode).unwrap_or_default();
+        if self.report.first_break.is_none() {
+            self.check_tail();
+        }
         self.report
     }
+
+    fn entry(&mut self, content: &[u8]) {
+        self.report.checkpoints.entries_after_last += 1;
+        // Entry times matter only after a checkpoint with a time interval.
+        if self
+            .last_checkpoint
+            .as_ref()
+            .is_none_or(|(fields, _)| fields.interval_seconds == 0)
+        {
+            return;
+        }
+        let time = entry_time(content).unwrap_or_default();
+        if self.first_uncovered.is_empty() {
+            self.first_uncovered.extend_from_slice(time);
+        }
+        self.last_uncovered.clear();
+        self.last_uncovered.extend_from_slice(time);
+    }
+
+    fn checkpoint(&mut self, file: &str, line: u64, json: &[u8], prev: &[u8; 32]) {
+        let report = &mut self.report.checkpoints;
+        report.found += 1;
+        let entries_since = std::mem::take(&mut report.entries_after_last);
+        self.first_uncovered.clear();
+        self.last_uncovered.clear();
+        let Some(parsed) = checkpoint::Parsed::from_json(json) else {
+            self.problem(file, line, CheckpointIssue::Unreadable);
+            return;
+        };
+        let fields = &parsed.fields;
+        if fields.head != hex::encode(prev) {
+            self.problem(file, line, CheckpointIssue::HeadMismatch);
+        }
+        if let Some(public_key) = &self.public_key {
+            if parsed.signature_holds(public_key) {
+                self.report.checkpoints.verified += 1;
+            } else if parsed.key_id != checkpoint::key_id(public_key) {
+                let key_id = parsed.key_id.clone();
+                self.problem(file, line, CheckpointIssue::WrongKey { key_id });
+            } else {
+                self.problem(file, line, CheckpointIssue::BadSignature);
+            }
+        }
+        // The counts follow from the previous checkpoint, or from the genesis when the
+        // files start there; a file that starts after a rotation takes its first on trust.
+        let expected = match &self.last_checkpoint {
+            Some((previous, _)) => Some((previous.sequence + 1, previous.entries + entries_since)),
+            None if self.report.starts_at_genesis => Some((1, entries_since)),
+            None => None,
+        };
+        if let Some((expected_sequence, expected_entries)) = expected {
+            if (fields.sequence, fields.entries) != (expected_sequence, expected_entries) {
+                self.problem(
+                    file,
+                    line,
+                    CheckpointIssue::CountMismatch {
+                        expected_sequence,
+                        expected_entries,
+                    },
+                );
+            }
+        }
+        self.report.checkpoints.last = Some(CheckpointSeen {
+            file: file.to_string(),
+            line,
+            sequence: fields.sequence,
+            entries: fields.entries,
+            head: fields.head.clone(),
+            time: fields.time.clone(),
+            key_id: parsed.key_id.clone(),
+        });
+        self.last_checkpoint = Some((parsed.fields.clone(), parsed.time()));
+    }
+
+    /// After the last line: is a checkpoint missing, or is the server ahead of the files?
+    fn check_tail(&mut self) {
+        let (file, line) = (self.last_file.clone(), self.last_line);
+        if let Some((fields, written)) = &self.last_checkpoint {
+            let after = self.report.checkpoints.entries_after_last;
+            let by_count = fields.interval_entries > 0 && after >= fields.interval_entries;
+            // A device writes a checkpoint at most its interval after the first entry it
+            // does not cover (a quarter more for its timer, and slack for the clocks).
+            let by_time = fields.interval_seconds > 0
+                && match (
+                    parse_time_bytes(&self.first_uncovered).or(*written),
+                    parse_time_bytes(&self.last_uncovered),
+                ) {
+                    (Some(first), Some(last)) => {
+                        let every = fields.interval_seconds as f64;
+                        (last - first).as_seconds_f64() > every * 1.25 + 2.0
+                    }
+                    _ => false,
+                };
+            if by_count || by_time {
+                self.problem(&file, line, CheckpointIssue::Missing);
+            }
+        }
+        if let Some((server_sequence, server_head)) = self.server.clone() {
+            let last = self.report.checkpoints.last.as_ref();
+            match last.map(|l| (l.sequence, l.head.as_str())) {
+                Some((sequence, _)) if sequence > server_sequence => {}
+                Some((sequence, head)) if sequence == server_sequence => {
+                    if head != server_head {
+                        self.problem(&file, line, CheckpointIssue::ServerMismatch);
+                    }
+                }
+                _ if server_sequence == 0 => {}
+                _ => self.problem(
+                    &file,
+                    line,
+                    CheckpointIssue::BehindServer { server_sequence },
+                ),
+            }
+        }
+    }
+
+    fn problem(&mut self, file: &str, line: u64, issue: CheckpointIssue) {
+        self.report
+            .checkpoints
+            .first_problem
+            .get_or_insert_with(|| CheckpointProblem {
+                file: file.to_string(),
+                line,
+                issue,
+            });
+    }
+}
+
+/// The `time` of an entry line: the field right after `prev_hash`.
+fn entry_time(content: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b",\"time\":\"";
+    let at = prev_hash_at(content)? + PREV_HASH_KEY.len() + 65;
+    let rest = content.get(at..)?.strip_prefix(KEY)?;
+    let end = rest.iter().position(|b| *b == b'"')?;
+    rest.get(..end)
+}
+
+fn parse_time_bytes(bytes: &[u8]) -> Option<time::OffsetDateTime> {
+    checkpoint::parse_time(std::str::from_utf8(bytes).ok()?)
+}
+
+/// Where a line's `{"prev_hash":"` starts (after any prefix).
+fn prev_hash_at(line: &[u8]) -> Option<usize> {
+    let window = &line[..line.len().min(4096)];
+    window
+        .windows(PREV_HASH_KEY.len())
+        .position(|w| w == PREV_HASH_KEY)
+}
+
+/// The JSON of a checkpoint line (from its `{"prev_hash"` on), or `None` for any other line.
+/// A checkpoint's `type` follows its `prev_hash` directly; an entry's `time` does.
+pub(crate) fn checkpoint_json(line: &[u8]) -> Option<&[u8]> {
+    let line = trim_newline(line);
+    let at = prev_hash_at(line)?;
+    let after = line.get(at + PREV_HASH_KEY.len() + 65..)?;
+    after
+        .starts_with(super::checkpoint::CHECKPOINT_MARKER)
+        .then(|| &line[at..])
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {
@@ -173,10 +438,7 @@ fn trim_newline(line: &[u8]) -> &[u8] {
 
 /// The `prev_hash` of a line: the first `{"prev_hash":"` (after any prefix), then 64 hex digits.
 fn prev_hash_of(line: &[u8]) -> Option<[u8; 32]> {
-    let window = &line[..line.len().min(4096)];
-    let at = window
-        .windows(PREV_HASH_KEY.len())
-        .position(|w| w == PREV_HASH_KEY)?;
+    let at = prev_hash_at(line)?;
     let start = at + PREV_HASH_KEY.len();
     let hex_digits = line.get(start..start + 64)?;
     if line.get(start + 64) != Some(&b'"') {

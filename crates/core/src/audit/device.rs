@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, Notify};
 
 use super::chain;
+use super::checkpoint::{Checkpoints, Progress};
 
 /// Where a device's lines go. Implementations: the file sink here, the socket sink in the
 /// server, and fault-injecting sinks in tests.
@@ -46,6 +47,22 @@ pub trait AuditSink: Send {
     fn last_line_hash(&mut self) -> Option<[u8; 32]> {
         None
     }
+
+    /// The last checkpoint line at the destination and the entries after it, so that a
+    /// device's checkpoint counters continue after a restart. `None` when the sink cannot
+    /// tell (a socket).
+    fn checkpoint_tail(&mut self) -> Option<CheckpointTail> {
+        None
+    }
+}
+
+/// What a destination holds after its last checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointTail {
+    /// The JSON of the last checkpoint line (from `{"prev_hash"` on), if there is one.
+    pub last: Option<Vec<u8>>,
+    /// Audit entries after it, or in the whole destination when it holds no checkpoint.
+    pub entries_after: u64,
 }
 
 /// Builds the sink of one device type from the device's options. Errors are messages for the
@@ -234,6 +251,71 @@ impl AuditSink for FileSink {
             .flatten()
             .map(|line| chain::line_hash(&line))
     }
+
+    fn checkpoint_tail(&mut self) -> Option<CheckpointTail> {
+        checkpoint_tail(&self.path, TAIL_SCAN_LIMIT).ok().flatten()
+    }
+}
+
+/// How far back a restarting device looks for its last checkpoint (a device writes one at
+/// least every `checkpoint_entries`, so this is far more than it needs).
+const TAIL_SCAN_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// Reads a file backwards to its last checkpoint line, counting the entries after it.
+/// `None` when no checkpoint is found within `limit` bytes of the end.
+fn checkpoint_tail(path: &Path, limit: u64) -> io::Result<Option<CheckpointTail>> {
+    const BLOCK: u64 = 1024 * 1024;
+    let mut file = File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut scanned = 0u64;
+    // The end part of a line that starts before the blocks read so far.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut entries_after = 0u64;
+    let classify = |line: &[u8], entries_after: &mut u64| -> Option<CheckpointTail> {
+        if line.iter().all(|b| *b == b'\r') {
+            return None;
+        }
+        if let Some(json) = chain::checkpoint_json(line) {
+            return Some(CheckpointTail {
+                last: Some(json.to_vec()),
+                entries_after: *entries_after,
+            });
+        }
+        *entries_after += 1;
+        None
+    };
+    loop {
+        if end == 0 {
+            if let Some(found) = classify(&carry, &mut entries_after) {
+                return Ok(Some(found));
+            }
+            return Ok(Some(CheckpointTail {
+                last: None,
+                entries_after,
+            }));
+        }
+        if scanned >= limit {
+            return Ok(None);
+        }
+        let read = BLOCK.min(end);
+        end -= read;
+        scanned += read;
+        file.seek(SeekFrom::Start(end))?;
+        let mut block = vec![0u8; usize::try_from(read).unwrap_or(0)];
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&carry);
+        let Some(first_newline) = block.iter().position(|b| *b == b'\n') else {
+            carry = block;
+            continue;
+        };
+        for line in block[first_newline + 1..].split(|b| *b == b'\n').rev() {
+            if let Some(found) = classify(line, &mut entries_after) {
+                return Ok(Some(found));
+            }
+        }
+        block.truncate(first_newline);
+        carry = block;
+    }
 }
 
 /// The last non-empty line of a file, read backwards in blocks.
@@ -298,6 +380,8 @@ const MAX_BATCH: usize = 512;
 struct WriterState {
     sink: Box<dyn AuditSink>,
     last_hash: [u8; 32],
+    /// Signed checkpoints, when the device writes them.
+    checkpoints: Option<Checkpoints>,
     buffer: Vec<u8>,
     /// A write was interrupted (its future dropped): the sink may hold half a batch.
     dirty: bool,
@@ -331,10 +415,17 @@ impl DeviceWriter {
         sink: Box<dyn AuditSink>,
         prefix: Vec<u8>,
         last_hash: [u8; 32],
+        checkpoints: Option<Checkpoints>,
         write_timeout: Duration,
         on_failure: FailureHook,
     ) -> Arc<DeviceWriter> {
         let kick = Arc::new(Notify::new());
+        // With checkpoints by time, the task also wakes on its own to write a checkpoint
+        // that falls due while no entry arrives.
+        let tick = checkpoints
+            .as_ref()
+            .and_then(|c| c.schedule.every)
+            .map(|every| (every / 4).max(Duration::from_millis(10)));
         let writer = Arc::new(DeviceWriter {
             name,
             prefix,
@@ -344,6 +435,7 @@ impl DeviceWriter {
             state: tokio::sync::Mutex::new(WriterState {
                 sink,
                 last_hash,
+                checkpoints,
                 buffer: Vec::with_capacity(64 * 1024),
                 dirty: false,
             }),
@@ -353,10 +445,22 @@ impl DeviceWriter {
         let weak = Arc::downgrade(&writer);
         tokio::spawn(async move {
             loop {
-                kick.notified().await;
+                match tick {
+                    Some(tick) => {
+                        let _ = tokio::time::timeout(tick, kick.notified()).await;
+                    }
+                    None => kick.notified().await,
+                }
                 let Some(writer) = weak.upgrade() else { return };
                 let mut state = writer.state.lock().await;
                 writer.drain(&mut state).await;
+                let due = state
+                    .checkpoints
+                    .as_ref()
+                    .is_some_and(|c| c.is_due_by_time(tokio::time::Instant::now()));
+                if due {
+                    writer.checkpoint(&mut state).await;
+                }
             }
         });
         writer
@@ -405,14 +509,25 @@ impl DeviceWriter {
         self.kick.notify_one();
     }
 
-    /// Writes what is queued, then reopens the sink (log rotation). Returns the last hash,
-    /// which the new file's first line will chain to.
-    pub(crate) async fn reopen(&self) -> Result<[u8; 32], String> {
+    /// Writes what is queued and, with checkpoints, a checkpoint that seals the old file;
+    /// then reopens the sink (log rotation). Returns the last hash, which the new file's
+    /// first line will chain to, and the checkpoint counters.
+    pub(crate) async fn reopen(&self) -> Result<([u8; 32], Option<Progress>), String> {
         let mut state = self.state.lock().await;
         self.drain(&mut state).await;
+        if state
+            .checkpoints
+            .as_ref()
+            .is_some_and(Checkpoints::is_pending)
+        {
+            self.checkpoint(&mut state).await;
+        }
         state.dirty = false;
         match state.sink.reopen().await {
-            Ok(()) => Ok(state.last_hash),
+            Ok(()) => Ok((
+                state.last_hash,
+                state.checkpoints.as_ref().map(|c| c.progress),
+            )),
             Err(e) => {
                 let message = format!("reopen failed: {}", describe_io(&e));
                 (self.on_failure)(&self.name, &message);
@@ -438,37 +553,101 @@ impl DeviceWriter {
                 queue.drain(..take).collect()
             };
             state.buffer.clear();
+            let snapshot = state.checkpoints.as_ref().map(Checkpoints::snapshot);
             let mut last = state.last_hash;
             for (line, _) in &batch {
                 last = chain::frame(&mut state.buffer, &self.prefix, &last, line);
+                if let Some(checkpoints) = &mut state.checkpoints {
+                    if checkpoints.count_entry() {
+                        let body = checkpoints.next_line(&self.name, &last);
+                        last = chain::frame(&mut state.buffer, &self.prefix, &last, &body);
+                    }
+                }
             }
-            state.dirty = true;
-            let written =
-                match tokio::time::timeout(self.write_timeout, state.sink.write(&state.buffer))
-                    .await
-                {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        (self.on_failure)(&self.name, &describe_io(&e));
-                        false
-                    }
-                    Err(_) => {
-                        (self.on_failure)(&self.name, "write timed out");
-                        false
-                    }
-                };
-            state.dirty = false;
-            self.healthy.store(written, Ordering::Relaxed);
-            if written {
-                state.last_hash = last;
-            } else {
-                state.sink.reset().await;
+            if let Some(checkpoints) = &mut state.checkpoints {
+                if checkpoints.is_due_by_time(tokio::time::Instant::now()) {
+                    let body = checkpoints.next_line(&self.name, &last);
+                    last = chain::frame(&mut state.buffer, &self.prefix, &last, &body);
+                }
+            }
+            let written = self.write_buffer(state, last).await;
+            if !written {
+                if let (Some(checkpoints), Some(snapshot)) = (&mut state.checkpoints, snapshot) {
+                    checkpoints.restore(snapshot);
+                }
             }
             for (_, done) in batch {
                 let _ = done.send(written);
             }
         }
     }
+}
+
+impl DeviceWriter {
+    /// Writes a checkpoint of what the device has written so far.
+    async fn checkpoint(&self, state: &mut WriterState) {
+        let Some(checkpoints) = &mut state.checkpoints else {
+            return;
+        };
+        if state.dirty {
+            state.sink.reset().await;
+            state.dirty = false;
+        }
+        let snapshot = checkpoints.snapshot();
+        let body = checkpoints.next_line(&self.name, &state.last_hash);
+        state.buffer.clear();
+        let last = chain::frame(&mut state.buffer, &self.prefix, &state.last_hash, &body);
+        if !self.write_buffer(state, last).await {
+            if let Some(checkpoints) = &mut state.checkpoints {
+                checkpoints.restore(snapshot);
+            }
+        }
+    }
+
+    /// Writes the framed buffer; on success the chain moves on to `last`.
+    async fn write_buffer(&self, state: &mut WriterState, last: [u8; 32]) -> bool {
+        state.dirty = true;
+        let written =
+            match tokio::time::timeout(self.write_timeout, state.sink.write(&state.buffer)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    (self.on_failure)(&self.name, &describe_io(&e));
+                    false
+                }
+                Err(_) => {
+                    (self.on_failure)(&self.name, "write timed out");
+                    false
+                }
+            };
+        state.dirty = false;
+        self.healthy.store(written, Ordering::Relaxed);
+        if written {
+            state.last_hash = last;
+        } else {
+            state.sink.reset().await;
+        }
+        written
+    }
+
+    /// The device's checkpoint key and counters, when it writes checkpoints.
+    pub(crate) async fn checkpoint_status(&self) -> Option<CheckpointStatus> {
+        let state = self.state.lock().await;
+        let checkpoints = state.checkpoints.as_ref()?;
+        Some(CheckpointStatus {
+            public_key: checkpoints.signer.public_key(),
+            schedule: checkpoints.schedule,
+            progress: checkpoints.progress,
+            last: checkpoints.last.clone(),
+        })
+    }
+}
+
+/// What `sys/audit-checkpoint/<path>` shows.
+pub(crate) struct CheckpointStatus {
+    pub(crate) public_key: [u8; 32],
+    pub(crate) schedule: super::checkpoint::Schedule,
+    pub(crate) progress: Progress,
+    pub(crate) last: Option<super::checkpoint::Written>,
 }
 
 impl Drop for DeviceWriter {

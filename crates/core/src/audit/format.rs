@@ -19,7 +19,7 @@ use crate::engine::Operation;
 use crate::error::Error;
 use crate::request::{Request, Response, Verb};
 
-use super::hash::Hasher;
+use super::hash::{Hasher, HASHED_LEN};
 
 /// The mount a request went to, as far as the core resolved it.
 #[derive(Debug, Clone, Default)]
@@ -101,9 +101,11 @@ impl RawEntry<'_> {
     /// The entry as one device writes it: hashed with its salt unless the device logs raw.
     pub(crate) fn render(&self, hasher: &Hasher, options: HashOptions) -> Vec<u8> {
         let mut w = Writer {
-            out: Vec::with_capacity(1024),
+            // A KV read's response entry is about 1.4 KB: one allocation, no regrowth.
+            out: Vec::with_capacity(2048),
             hasher,
             options,
+            recent: [None, None],
         };
         let mount = self.trail.mount.as_ref();
         let mut entry = w.object();
@@ -132,13 +134,12 @@ impl RawEntry<'_> {
         w.out
     }
 
-    fn auth(&self, w: &mut Writer<'_>) {
+    fn auth<'e>(&'e self, w: &mut Writer<'_, 'e>) {
         let mut auth = w.object();
         if let Some(caller) = &self.trail.caller {
             let entry = &caller.entry;
-            let token = w.token(caller.token.as_str());
             w.field(&mut auth, "client_token");
-            w.string(&token);
+            w.token(caller.token.as_str());
             w.field(&mut auth, "accessor");
             w.accessor(&entry.accessor);
             w.field(&mut auth, "display_name");
@@ -177,7 +178,7 @@ impl RawEntry<'_> {
         w.end(auth);
     }
 
-    fn request_block(&self, w: &mut Writer<'_>, mount: Option<&MountFacts>) {
+    fn request_block<'e>(&'e self, w: &mut Writer<'_, 'e>, mount: Option<&MountFacts>) {
         let request = self.request;
         let operation = self
             .trail
@@ -199,14 +200,12 @@ impl RawEntry<'_> {
         w.field(&mut block, "client_token");
         match (&self.trail.caller, &request.token) {
             (Some(caller), _) => {
-                let token = w.token(caller.token.as_str());
-                w.string(&token);
+                w.token(caller.token.as_str());
                 w.field(&mut block, "client_token_accessor");
                 w.accessor(&caller.entry.accessor);
             }
             (None, Some(token)) => {
-                let token = w.token(token.as_str());
-                w.string(&token);
+                w.token(token.as_str());
                 w.field(&mut block, "client_token_accessor");
                 w.string("");
             }
@@ -238,7 +237,12 @@ impl RawEntry<'_> {
         w.end(block);
     }
 
-    fn response_block(&self, w: &mut Writer<'_>, mount: Option<&MountFacts>, response: &Response) {
+    fn response_block<'e>(
+        &'e self,
+        w: &mut Writer<'_, 'e>,
+        mount: Option<&MountFacts>,
+        response: &'e Response,
+    ) {
         let mut block = w.object();
         mount_fields(w, &mut block, mount);
         if let Some(data) = &response.data {
@@ -266,9 +270,8 @@ impl RawEntry<'_> {
         if let Some(auth) = &response.auth {
             w.field(&mut block, "auth");
             let mut out = w.object();
-            let token = w.token(&auth.client_token);
             w.field(&mut out, "client_token");
-            w.string(&token);
+            w.token(&auth.client_token);
             w.field(&mut out, "accessor");
             w.accessor(&auth.accessor);
             w.field(&mut out, "policies");
@@ -314,9 +317,8 @@ impl RawEntry<'_> {
         if let Some(wrap) = &response.wrap_info {
             w.field(&mut block, "wrap_info");
             let mut out = w.object();
-            let token = w.token(&wrap.token);
             w.field(&mut out, "token");
-            w.string(&token);
+            w.token(&wrap.token);
             w.field(&mut out, "accessor");
             w.accessor(&wrap.accessor);
             w.field(&mut out, "ttl");
@@ -337,7 +339,7 @@ impl RawEntry<'_> {
     }
 }
 
-fn mount_fields(w: &mut Writer<'_>, block: &mut Object, mount: Option<&MountFacts>) {
+fn mount_fields(w: &mut Writer<'_, '_>, block: &mut Object, mount: Option<&MountFacts>) {
     let (point, kind, accessor) = mount.map_or(("", "", ""), |m| {
         (m.point.as_str(), m.kind.as_str(), m.accessor.as_str())
     });
@@ -369,13 +371,16 @@ struct Object {
 }
 
 /// A JSON writer that hashes secret-bearing strings as it writes them.
-struct Writer<'h> {
+struct Writer<'h, 'e> {
     out: Vec<u8>,
     hasher: &'h Hasher,
     options: HashOptions,
+    /// The last tokens and accessors hashed: each appears twice in an entry (the caller's
+    /// in `auth` and in `request`), and hashing is the costly part of writing one.
+    recent: [Option<(&'e str, [u8; HASHED_LEN])>; 2],
 }
 
-impl Writer<'_> {
+impl<'e> Writer<'_, 'e> {
     fn object(&mut self) -> Object {
         self.out.push(b'{');
         Object { empty: true }
@@ -421,22 +426,45 @@ impl Writer<'_> {
     }
 
     /// A token as written: hashed unless the device logs raw; empty stays empty.
-    fn token(&self, value: &str) -> String {
+    fn token(&mut self, value: &'e str) {
         if self.options.log_raw || value.is_empty() {
-            value.to_string()
+            self.string(value);
         } else {
-            self.hasher.hash(value)
+            self.hashed_again(value);
         }
     }
 
     /// An accessor: hashed when the device's `hmac_accessor` is on (the default).
-    fn accessor(&mut self, value: &str) {
+    fn accessor(&mut self, value: &'e str) {
         if self.options.hmac_accessor && !self.options.log_raw && !value.is_empty() {
-            let hashed = self.hasher.hash(value);
-            self.string(&hashed);
+            self.hashed_again(value);
         } else {
             self.string(value);
         }
+    }
+
+    /// Writes the hash of a value that the entry may write again (tokens, accessors).
+    fn hashed_again(&mut self, value: &'e str) {
+        let known = self
+            .recent
+            .iter()
+            .flatten()
+            .find(|(seen, _)| *seen == value)
+            .map(|(_, hashed)| *hashed);
+        let hashed = known.unwrap_or_else(|| {
+            let hashed = self.hasher.hash_bytes(value);
+            self.recent.rotate_right(1);
+            self.recent[0] = Some((value, hashed));
+            hashed
+        });
+        self.hashed(&hashed);
+    }
+
+    /// A hashed value, as a JSON string (its characters need no escaping).
+    fn hashed(&mut self, hashed: &[u8; HASHED_LEN]) {
+        self.out.push(b'"');
+        self.out.extend_from_slice(hashed);
+        self.out.push(b'"');
     }
 
     /// Request or response data: every string at any depth hashed, except the mount's
@@ -459,8 +487,8 @@ impl Writer<'_> {
     fn value(&mut self, value: &Value) {
         match value {
             Value::String(s) if !self.options.log_raw => {
-                let hashed = self.hasher.hash(s);
-                self.string(&hashed);
+                let hashed = self.hasher.hash_bytes(s);
+                self.hashed(&hashed);
             }
             Value::Array(items) => {
                 self.out.push(b'[');

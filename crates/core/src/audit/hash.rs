@@ -37,18 +37,27 @@ impl Hasher {
 
     /// `hmac-sha256:<hex>` of one string.
     pub(crate) fn hash(&self, value: &str) -> String {
+        let hashed = self.hash_bytes(value);
+        // The bytes are the ASCII prefix and hex digits.
+        String::from_utf8_lossy(&hashed).into_owned()
+    }
+
+    /// `hmac-sha256:<hex>` of one string as bytes, without an allocation: the entry writer
+    /// puts it straight into the line (it needs no JSON escaping).
+    pub(crate) fn hash_bytes(&self, value: &str) -> [u8; HASHED_LEN] {
         let mut mac = self.keyed.clone();
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut hex_digits = [0u8; 64];
-        // 32 bytes always fit in 64 hex digits.
-        let _ = hex::encode_to_slice(digest, &mut hex_digits);
-        let mut out = String::with_capacity(HMAC_PREFIX.len() + 64);
-        out.push_str(HMAC_PREFIX);
-        out.push_str(std::str::from_utf8(&hex_digits).unwrap_or_default());
+        let mut out = [0u8; HASHED_LEN];
+        out[..HMAC_PREFIX.len()].copy_from_slice(HMAC_PREFIX.as_bytes());
+        // 32 bytes always fit in the 64 hex digits left.
+        let _ = hex::encode_to_slice(digest, &mut out[HMAC_PREFIX.len()..]);
         out
     }
 }
+
+/// The length of a hashed value: the prefix and 64 hex digits.
+pub(crate) const HASHED_LEN: usize = HMAC_PREFIX.len() + 64;
 
 #[cfg(test)]
 mod tests {

@@ -314,7 +314,7 @@ pub(crate) async fn audit(argv: &[String]) -> Result<u8, CliError> {
         ));
     };
     if verb == "verify" {
-        return audit_verify(rest);
+        return audit_verify(rest).await;
     }
     let cmd = Cmd::parse(
         rest,
@@ -412,14 +412,48 @@ pub(crate) async fn audit(argv: &[String]) -> Result<u8, CliError> {
 
 /// `ward audit verify FILE...`: checks the hash chain of audit files, oldest first. Exit 0
 /// intact, 2 broken (the first break is named), 1 a file that cannot be read.
-fn audit_verify(argv: &[String]) -> Result<u8, CliError> {
-    let cmd = Cmd::parse(argv, &[])?;
+async fn audit_verify(argv: &[String]) -> Result<u8, CliError> {
+    let cmd = Cmd::parse(
+        argv,
+        &[("public-key", Kind::Value), ("device", Kind::Value)],
+    )?;
     if cmd.positional().is_empty() {
         return Err(CliError::usage(
-            "missing FILE; usage: ward audit verify FILE... (rotated files first, oldest to newest)",
+            "missing FILE; usage: ward audit verify [-public-key=KEY] [-device=PATH] FILE... (rotated files first, oldest to newest)",
         ));
     }
     let mut verifier = ward_core::audit::Verifier::new();
+    if let Some(text) = cmd.args.value("public-key") {
+        let text = match text.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| CliError::local(format!("cannot read {path}: {e}")))?,
+            None => text.to_string(),
+        };
+        let key = ward_core::audit::parse_public_key(&text).ok_or_else(|| {
+            CliError::usage("-public-key must be an Ed25519 public key in base64 or hex")
+        })?;
+        verifier = verifier.with_public_key(key);
+    }
+    if let Some(device) = cmd.args.value("device") {
+        let device = device.trim_matches('/');
+        let response = cmd
+            .client()?
+            .request("GET", &format!("sys/audit-checkpoint/{device}"), None)
+            .await?
+            .unwrap_or_default();
+        let data = &response["data"];
+        let key = data["public_key"]
+            .as_str()
+            .and_then(ward_core::audit::parse_public_key)
+            .ok_or_else(|| CliError::local("the server returned no checkpoint key"))?;
+        if cmd.args.value("public-key").is_none() {
+            verifier = verifier.with_public_key(key);
+        }
+        let last = &data["last_checkpoint"];
+        if let (Some(sequence), Some(head)) = (last["sequence"].as_u64(), last["head"].as_str()) {
+            verifier = verifier.expect_checkpoint(sequence, head);
+        }
+    }
     for name in cmd.positional() {
         let file = std::fs::File::open(name)
             .map_err(|e| CliError::local(format!("cannot open {name}: {e}")))?;
@@ -427,6 +461,8 @@ fn audit_verify(argv: &[String]) -> Result<u8, CliError> {
             .feed(name, std::io::BufReader::new(file))
             .map_err(|e| CliError::local(format!("cannot read {name}: {e}")))?;
     }
+    let checked_signatures =
+        cmd.args.value("public-key").is_some() || cmd.args.value("device").is_some();
     let report = verifier.finish();
     let broken = report.first_break.as_ref().map(|b| {
         json!({
@@ -438,39 +474,116 @@ fn audit_verify(argv: &[String]) -> Result<u8, CliError> {
             },
         })
     });
+    let checkpoints = &report.checkpoints;
+    let problem = checkpoints
+        .first_problem
+        .as_ref()
+        .map(|p| json!({ "file": p.file, "line": p.line, "reason": checkpoint_issue(&p.issue) }));
+    let last_checkpoint = checkpoints.last.as_ref().map(|c| {
+        json!({
+            "file": c.file,
+            "line": c.line,
+            "sequence": c.sequence,
+            "entries": c.entries,
+            "time": c.time,
+            "key_id": c.key_id,
+        })
+    });
     let summary = json!({
-        "intact": report.is_intact(),
+        "intact": report.is_valid(),
+        "chain_intact": report.is_intact(),
         "files": report.files,
         "lines": report.lines,
         "bytes": report.bytes,
         "starts_at_genesis": report.starts_at_genesis,
         "last_hash": report.last_hash,
         "first_break": broken,
+        "checkpoints": checkpoints.found,
+        "checkpoints_verified": checkpoints.verified,
+        "last_checkpoint": last_checkpoint,
+        "entries_after_last_checkpoint": checkpoints.entries_after_last,
+        "checkpoint_problem": problem,
     });
     if cmd.field().is_some() || !cmd.format.is_table() {
         cmd.show_data(&summary, Vec::new())?;
-    } else if let Some(b) = &report.first_break {
-        println!(
-            "BROKEN: the chain does not hold at {} line {} ({}); lines checked: {}",
-            b.file,
-            b.line,
-            summary["first_break"]["reason"]
-                .as_str()
-                .unwrap_or_default(),
-            report.lines
-        );
     } else {
-        println!(
-            "Intact: {} lines in {} file(s); last hash {}{}",
-            report.lines,
-            report.files,
-            report.last_hash,
-            if report.starts_at_genesis {
-                ""
-            } else {
-                " (the first file starts after a rotation: its first link is taken on trust)"
-            }
-        );
+        if let Some(b) = &report.first_break {
+            println!(
+                "BROKEN: the chain does not hold at {} line {} ({}); lines checked: {}",
+                b.file,
+                b.line,
+                summary["first_break"]["reason"]
+                    .as_str()
+                    .unwrap_or_default(),
+                report.lines
+            );
+        } else {
+            println!(
+                "Intact: {} lines in {} file(s); last hash {}{}",
+                report.lines,
+                report.files,
+                report.last_hash,
+                if report.starts_at_genesis {
+                    ""
+                } else {
+                    " (the first file starts after a rotation: its first link is taken on trust)"
+                }
+            );
+        }
+        if let Some(p) = &checkpoints.first_problem {
+            println!(
+                "CHECKPOINT: {} line {}: {}",
+                p.file,
+                p.line,
+                checkpoint_issue(&p.issue)
+            );
+        }
+        match &checkpoints.last {
+            Some(last) if checked_signatures => println!(
+                "Checkpoints: {} found, {} signatures verified; the last (sequence {}, {} entries, {}) is at {} line {}; {} entries after it are not signed yet",
+                checkpoints.found, checkpoints.verified, last.sequence, last.entries, last.time, last.file, last.line, checkpoints.entries_after_last
+            ),
+            Some(_) => println!(
+                "Checkpoints: {} found, signatures not checked (give -public-key or -device)",
+                checkpoints.found
+            ),
+            None if checked_signatures => println!("Checkpoints: none found"),
+            None => {}
+        }
     }
-    Ok(if report.is_intact() { 0 } else { 2 })
+    Ok(if report.is_valid() { 0 } else { 2 })
+}
+
+/// A checkpoint problem in words.
+fn checkpoint_issue(issue: &ward_core::audit::CheckpointIssue) -> String {
+    use ward_core::audit::CheckpointIssue;
+    match issue {
+        CheckpointIssue::Unreadable => "the checkpoint line cannot be read".into(),
+        CheckpointIssue::WrongKey { key_id } => {
+            format!("signed by another key (key id {key_id}): forged or from another device")
+        }
+        CheckpointIssue::BadSignature => {
+            "the signature does not hold: the checkpoint or the lines it covers were altered"
+                .into()
+        }
+        CheckpointIssue::HeadMismatch => {
+            "the checkpoint does not sign the line before it".into()
+        }
+        CheckpointIssue::CountMismatch {
+            expected_sequence,
+            expected_entries,
+        } => format!(
+            "its counts do not follow from the lines before it (expected sequence {expected_sequence}, {expected_entries} entries): lines or a checkpoint were removed"
+        ),
+        CheckpointIssue::Missing => {
+            "a checkpoint is missing after the last one: the log was cut, or a checkpoint removed"
+                .into()
+        }
+        CheckpointIssue::BehindServer { server_sequence } => format!(
+            "the server's last checkpoint (sequence {server_sequence}) is not in these files: the log was cut"
+        ),
+        CheckpointIssue::ServerMismatch => {
+            "the server's checkpoint with this sequence signs another chain head".into()
+        }
+    }
 }
