@@ -1,8 +1,9 @@
 // Shared support of the browser tests: a `ward server -dev` on port 0 whose server log and
 // file audit log are kept for the suite-wide canary scan, API calls, and userpass sign-in.
 //
-// Logs go to WARD_TEST_LOG_DIR when set (scripts/test sets it and scans every file there for
-// canary values in clear at the end), otherwise to the server's temporary home, removed with it.
+// Servers log at debug level, the most they say. Logs go to WARD_TEST_LOG_DIR when set
+// (scripts/test sets it and scans every file there for canary values in clear at the end),
+// otherwise to the server's temporary home, removed with it.
 // Environment: WARD_BIN (default: target/debug/ward of this repository).
 
 import assert from 'node:assert/strict';
@@ -31,7 +32,7 @@ export async function startServer(name, rootToken) {
   const stamp = `${name}-${process.pid}`;
   const serverLog = createWriteStream(path.join(logDir, `browser-${stamp}-server.log`));
   const server = spawn(WARD_BIN, ['server', '-dev', '-dev-listen-address=127.0.0.1:0', `-dev-root-token-id=${rootToken}`], {
-    env: { ...process.env, HOME: home, WARD_LOG_LEVEL: 'info' },
+    env: { ...process.env, HOME: home, WARD_LOG_LEVEL: 'debug' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   server.stderr.pipe(serverLog, { end: false });

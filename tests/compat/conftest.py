@@ -184,6 +184,8 @@ class WardServer:
             if key.startswith(("VAULT_", "WARD_")):
                 del environment[key]
         environment.setdefault("RUST_BACKTRACE", "1")
+        # Debug logs say the most, so the canary scan of the logs (scripts/test) covers the most.
+        environment["WARD_LOG_LEVEL"] = "debug"
         return environment
 
     def _printed_address(self) -> str | None:
