@@ -71,7 +71,7 @@ export async function startWard(name) {
   const stamp = `${name}-${process.pid}`;
   const serverLog = createWriteStream(path.join(logDir, `oidc-${stamp}-server.log`));
   const child = spawn(WARD_BIN, ['server', '-dev', '-dev-listen-address=127.0.0.1:0', `-dev-root-token-id=${ROOT}`], {
-    env: { ...process.env, HOME: home, WARD_LOG_LEVEL: 'info' },
+    env: { ...process.env, HOME: home, WARD_LOG_LEVEL: 'debug' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
