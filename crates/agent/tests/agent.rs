@@ -556,6 +556,52 @@ async fn egress_refuses_request_smuggling_and_bad_route_names() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
+/// An upstream that closes each keep-alive connection after one response: the proxy notices
+/// the closed pooled connection when it takes it from the pool and opens a new one, so every
+/// call succeeds.
+#[tokio::test]
+async fn egress_replaces_pooled_connections_the_upstream_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            drop(stream);
+            let _ = closed_tx.send(());
+        }
+    });
+    let unused = Upstream::start_http().await;
+    let routes = format!("route \"flaky\" {{\n upstream = \"http://127.0.0.1:{port}\"\n }}");
+    let (_vault, _dir, _agent, base) = egress_agent(&unused, &routes).await;
+    let client = support::http_client();
+    for call in 0..5 {
+        let response = client
+            .get(format!("{base}/flaky/x"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "call {call}");
+        assert_eq!(response.text().await.expect("body"), "ok");
+        tokio::time::timeout(WAIT, closed_rx.recv())
+            .await
+            .expect("the upstream closed its connection");
+    }
+}
+
 #[tokio::test]
 async fn auto_auth_token_file_writes_sink_and_renews() {
     let vault = FakeVault::start().await;
