@@ -315,13 +315,25 @@ impl Alerts {
         );
     }
 
-    /// A login failed: counts per mount and per source address.
-    pub(crate) fn login_failed(&self, mount: &str, address: &str, now: time::OffsetDateTime) {
+    /// A login failed: counts per mount, per source address, and per identity on the mount
+    /// (the role or user the login named; empty when it named none).
+    pub(crate) fn login_failed(
+        &self,
+        mount: &str,
+        identity: &str,
+        address: &str,
+        now: time::OffsetDateTime,
+    ) {
         let config = self.config();
-        for (key, scope, value) in [
+        let on_mount = format!("{mount}{identity}");
+        let mut scopes = vec![
             (format!("login-mount:{mount}"), "mount", mount),
             (format!("login-source:{address}"), "source", address),
-        ] {
+        ];
+        if !identity.is_empty() {
+            scopes.push((format!("login-identity:{on_mount}"), "identity", &on_mount));
+        }
+        for (key, scope, value) in scopes {
             if let Some(count) = self.count(
                 &key,
                 now.unix_timestamp(),

@@ -187,3 +187,73 @@ async fn approle_login_through_the_core_with_cidr_bindings() {
         "only login is unauthenticated"
     );
 }
+
+/// Failed logins are counted per mount, per source and per identity the login named: a
+/// password-guessing run against one user raises the identity alert, whatever the source,
+/// and the failures are counted in the metrics by mount and role.
+#[tokio::test]
+async fn failed_logins_raise_an_alert_per_identity() {
+    let (core, root) = setup().await;
+    call(
+        &core,
+        Verb::Write,
+        "sys/alerts/config",
+        Some(&root),
+        json!({"failed_login_threshold": 3, "failed_login_window": 60}),
+    )
+    .await
+    .expect("alert config");
+    call(
+        &core,
+        Verb::Write,
+        "auth/userpass/users/alice",
+        Some(&root),
+        json!({"password": "pw"}),
+    )
+    .await
+    .expect("user");
+    for (n, user) in ["Alice", "alice", "ALICE"].iter().enumerate() {
+        let mut request = Request::new(Verb::Write, &format!("auth/userpass/login/{user}"))
+            .with_data(json!({"password": format!("guess-{n}")}));
+        // Each guess from another address: only the identity scope sees all three.
+        request.remote_address = Some(format!("10.9.9.{n}"));
+        assert!(core.handle_request(request).await.is_err());
+    }
+    let recent = call(
+        &core,
+        Verb::Read,
+        "sys/alerts/recent",
+        Some(&root),
+        json!({}),
+    )
+    .await
+    .expect("alerts");
+    let alerts = recent.data.expect("data")["alerts"].clone();
+    let failed: Vec<&Value> = alerts
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["rule"] == "failed-logins")
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|a| a["details"]["identity"] == "auth/userpass/user:alice"),
+        "{alerts}"
+    );
+    assert!(
+        !failed.iter().any(|a| a["details"]["scope"] == "source"),
+        "no single source failed three times: {alerts}"
+    );
+    assert!(
+        !alerts.to_string().contains("guess-"),
+        "no password in an alert: {alerts}"
+    );
+    assert_eq!(
+        core.metrics().counter(
+            "ward_login_failures_total",
+            &[("mount", "auth/userpass/"), ("role", "")]
+        ),
+        3
+    );
+}

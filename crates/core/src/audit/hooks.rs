@@ -160,7 +160,9 @@ impl Core {
             Err(_) if trail.login => {
                 self.metrics.login(mount, login_role(request), false);
                 let address = request.remote_address.as_deref().unwrap_or("unknown");
-                self.alerts.login_failed(mount, address, self.clock.now());
+                let identity = login_identity(request, mount);
+                self.alerts
+                    .login_failed(mount, &identity, address, self.clock.now());
             }
             Err(_) => {}
         }
@@ -189,6 +191,22 @@ fn outcome(result: &Result<Response, Error>) -> &'static str {
         Err(Error::Internal(_)) => "internal",
         Err(Error::AuditFailed) => "audit_failed",
     }
+}
+
+/// Who a failed login claimed to be, for the per-identity failed-login rule: the role it
+/// named (`role:<name>`), or the user in the path (`user:<name>` for `login/<name>`, lower
+/// case as userpass matches it); never a role id, secret id or password.
+fn login_identity(request: &Request, mount: &str) -> String {
+    let role = login_role(request);
+    if !role.is_empty() {
+        return format!("role:{role}");
+    }
+    request
+        .path
+        .strip_prefix(mount)
+        .and_then(|rest| rest.strip_prefix("login/"))
+        .filter(|user| !user.is_empty())
+        .map_or_else(String::new, |user| format!("user:{}", user.to_lowercase()))
 }
 
 /// The role a login names (`role`), for labels; never a role or secret id.
