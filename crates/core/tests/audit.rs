@@ -1508,3 +1508,70 @@ async fn a_checkpoint_follows_within_its_interval_and_bad_options_are_refused() 
     assert!(report.is_valid(), "{report:?}");
     assert_eq!(report.checkpoints.entries_after_last, 0);
 }
+
+/// Records how many lines each write carries.
+struct CountingSink(Arc<Mutex<Vec<usize>>>);
+
+#[async_trait::async_trait]
+impl AuditSink for CountingSink {
+    async fn write(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        let lines = batch.iter().filter(|b| **b == b'\n').count();
+        self.0.lock().expect("lock").push(lines);
+        Ok(())
+    }
+}
+
+struct CountingFactory(Arc<Mutex<Vec<usize>>>);
+
+#[async_trait::async_trait]
+impl AuditSinkFactory for CountingFactory {
+    async fn open(
+        &self,
+        _options: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn AuditSink>, String> {
+        Ok(Box::new(CountingSink(self.0.clone())))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn concurrent_requests_share_writes() {
+    let (core, root) = dev_core().await;
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    core.register_audit_factory("counting", Arc::new(CountingFactory(writes.clone())));
+    call(
+        &core,
+        Verb::Write,
+        "sys/audit/counting",
+        &root,
+        json!({"type": "counting"}),
+    )
+    .await
+    .expect("enable");
+    writes.lock().expect("lock").clear();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (core, root) = (core.clone(), root.clone());
+            tokio::spawn(async move {
+                for _ in 0..4 {
+                    call(&core, Verb::Read, "secret/config", &root, json!({}))
+                        .await
+                        .expect("read");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let writes = writes.lock().expect("lock").clone();
+    assert_eq!(
+        writes.iter().sum::<usize>(),
+        16 * 4 * 2,
+        "every entry written once"
+    );
+    assert!(
+        writes.len() <= 16,
+        "128 entries of 16 concurrent requests in {} writes: {writes:?}",
+        writes.len()
+    );
+}

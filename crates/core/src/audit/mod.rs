@@ -35,6 +35,7 @@ use base64::Engine as _;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use tokio::sync::oneshot::error::TryRecvError;
 
 use crate::error::Error;
 use crate::view::StorageView;
@@ -198,14 +199,20 @@ impl Broker {
         // too: the first of them to write then carries all of them in one write(2). On a
         // busy server this turns a write per entry into a write per scheduler pass, which
         // is most of what an entry costs; an idle one pays one pass of the scheduler.
+        // A request whose line another request already wrote does not write: it would only
+        // take the lines queued since, which their own requests are about to batch.
         tokio::task::yield_now().await;
         if let ([device], [receiver]) = (devices.as_slice(), receivers.as_mut_slice()) {
             // One device (the usual case): no set of futures to poll.
-            device.writer.write_if_free().await;
-            let recorded = match receiver.try_recv() {
+            let mut outcome = receiver.try_recv();
+            if outcome == Err(TryRecvError::Empty) {
+                device.writer.write_if_free().await;
+                outcome = receiver.try_recv();
+            }
+            let recorded = match outcome {
                 Ok(written) => written,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => false,
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                Err(TryRecvError::Closed) => false,
+                Err(TryRecvError::Empty) => {
                     // Another writer holds the device; should it let go without seeing this
                     // line, the background task writes it.
                     device.writer.kick();
@@ -228,6 +235,10 @@ impl Broker {
             healthy_outstanding += usize::from(healthy);
             let writer = &device.writer;
             waits.push(async move {
+                let mut receiver = receiver;
+                if let Ok(written) = receiver.try_recv() {
+                    return (healthy, written);
+                }
                 writer.write_if_free().await;
                 (healthy, receiver.await == Ok(true))
             });
