@@ -708,6 +708,45 @@ mod tests {
     }
 
     #[test]
+    fn the_last_checkpoint_is_found_across_blocks_and_entries_after_it_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let mut prev = chain::genesis_hash();
+        let mut content = Vec::new();
+        let padding = "x".repeat(500);
+        let checkpoint = br#"{"type":"checkpoint","n":1}"#;
+        prev = chain::frame(&mut content, b"", &prev, checkpoint);
+        for i in 0..3000 {
+            let entry = format!(r#"{{"time":"t","n":{i},"pad":"{padding}"}}"#);
+            prev = chain::frame(&mut content, b"", &prev, entry.as_bytes());
+        }
+        std::fs::write(&path, &content).expect("write");
+        let tail = checkpoint_tail(&path, TAIL_SCAN_LIMIT)
+            .expect("read")
+            .expect("found");
+        assert_eq!(tail.entries_after, 3000);
+        let found = tail.last.expect("a checkpoint");
+        assert!(found.starts_with(b"{\"prev_hash\":\""));
+        assert!(found.ends_with(br#","type":"checkpoint","n":1}"#));
+        assert_eq!(checkpoint_tail(&path, 1024).expect("read"), None, "beyond the limit");
+
+        let mut plain = Vec::new();
+        let mut prev = chain::genesis_hash();
+        for i in 0..3 {
+            prev = chain::frame(&mut plain, b"", &prev, format!(r#"{{"n":{i}}}"#).as_bytes());
+        }
+        std::fs::write(&path, &plain).expect("write");
+        let tail = checkpoint_tail(&path, TAIL_SCAN_LIMIT).expect("read");
+        assert_eq!(
+            tail,
+            Some(CheckpointTail {
+                last: None,
+                entries_after: 3
+            })
+        );
+    }
+
+    #[test]
     fn the_last_line_is_found_across_blocks() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");

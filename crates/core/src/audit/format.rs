@@ -404,14 +404,36 @@ impl<'e> Writer<'_, 'e> {
     }
 
     fn string(&mut self, value: &str) {
-        // Writing a `str` into a `Vec` cannot fail.
-        let _ = serde_json::to_writer(&mut self.out, value);
+        // Most strings (every key, ids, paths, times) need no escaping: copy those as they
+        // are. JSON escapes only `"`, `\` and control characters, as serde_json does.
+        let plain = value
+            .bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if plain {
+            self.out.reserve(value.len() + 2);
+            self.out.push(b'"');
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.push(b'"');
+        } else {
+            // Writing a `str` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut self.out, value);
+        }
     }
 
     fn number(&mut self, value: u64) {
-        use std::io::Write as _;
-        // Writing into a `Vec` cannot fail.
-        let _ = write!(self.out, "{value}");
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = value;
+        loop {
+            at -= 1;
+            // A digit is below 10, so the cast keeps it.
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        self.out.extend_from_slice(&digits[at..]);
     }
 
     fn strings(&mut self, values: &[String]) {
@@ -511,6 +533,32 @@ impl<'e> Writer<'_, 'e> {
             other => {
                 let _ = serde_json::to_writer(&mut self.out, other);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_numbers_are_written_as_serde_json_writes_them() {
+        let hasher = Hasher::new("salt");
+        let mut w = Writer {
+            out: Vec::new(),
+            hasher: &hasher,
+            options: HashOptions::default(),
+            recent: [None, None],
+        };
+        for text in ["", "plain/path", "quote\"", "back\\slash", "tab\tnew\nline\u{1}", "ünïcode ✓", "del\u{7f}"] {
+            w.out.clear();
+            w.string(text);
+            assert_eq!(w.out, serde_json::to_vec(text).expect("json"), "{text:?}");
+        }
+        for number in [0u64, 7, 10, 1234567890, u64::MAX] {
+            w.out.clear();
+            w.number(number);
+            assert_eq!(w.out, number.to_string().into_bytes());
         }
     }
 }
