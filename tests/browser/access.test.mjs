@@ -9,7 +9,9 @@
 // far, and approve; the requester then takes its elevated child token once and reads the
 // payment secret with it; an approver revokes the grant in the UI and the token stops working.
 // Also: a gatekeeper that denies shows the request as denied with its reason, a gatekeeper
-// that does not trust the signature denies, and an approver denies in the UI.
+// that does not trust the signature denies, an approver denies in the UI, two approvals from
+// one team do not satisfy the two-team rule (`from_each_group`), and an operator sees leases
+// and tokens by mount, the audit chain and recent alerts.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
