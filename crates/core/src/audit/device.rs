@@ -376,6 +376,12 @@ type Queued = (Vec<u8>, oneshot::Sender<bool>);
 /// The most entries one write takes.
 const MAX_BATCH: usize = 512;
 
+/// What a line buffer starts with: a KV read's response entry is about 1.6 KB.
+const LINE_CAPACITY: usize = 2048;
+
+/// How many line buffers a device keeps for reuse.
+const MAX_SPARE: usize = 1024;
+
 /// What the writer lock guards: the sink and the device's end of the chain.
 struct WriterState {
     sink: Box<dyn AuditSink>,
@@ -401,6 +407,8 @@ pub(crate) struct DeviceWriter {
     write_timeout: Duration,
     on_failure: FailureHook,
     queue: Mutex<Vec<Queued>>,
+    /// Buffers of written lines, reused for the next entries.
+    spare: Mutex<Vec<Vec<u8>>>,
     state: tokio::sync::Mutex<WriterState>,
     kick: Arc<Notify>,
     /// Whether the last write succeeded. Requests wait for healthy devices and do not wait
@@ -432,6 +440,7 @@ impl DeviceWriter {
             write_timeout,
             on_failure,
             queue: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
             state: tokio::sync::Mutex::new(WriterState {
                 sink,
                 last_hash,
@@ -472,6 +481,14 @@ impl DeviceWriter {
 
     pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// An empty buffer to render a line into: one of the buffers of lines already written,
+    /// so that a busy device does not allocate (and free) two kilobytes per entry.
+    pub(crate) fn buffer(&self) -> Vec<u8> {
+        lock(&self.spare)
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(LINE_CAPACITY))
     }
 
     /// Queues a line; the receiver says whether it reached the sink.
@@ -576,8 +593,26 @@ impl DeviceWriter {
                     checkpoints.restore(snapshot);
                 }
             }
-            for (_, done) in batch {
+            let mut lines = Vec::with_capacity(batch.len());
+            for (line, done) in batch {
                 let _ = done.send(written);
+                lines.push(line);
+            }
+            self.recycle(lines);
+        }
+    }
+
+    /// Keeps the buffers of written lines for the next entries (a bounded number, and none
+    /// that an unusually large entry grew).
+    fn recycle(&self, lines: Vec<Vec<u8>>) {
+        let mut spare = lock(&self.spare);
+        for mut line in lines {
+            if spare.len() >= MAX_SPARE {
+                break;
+            }
+            if line.capacity() <= 4 * LINE_CAPACITY {
+                line.clear();
+                spare.push(line);
             }
         }
     }
@@ -728,7 +763,11 @@ mod tests {
         let found = tail.last.expect("a checkpoint");
         assert!(found.starts_with(b"{\"prev_hash\":\""));
         assert!(found.ends_with(br#","type":"checkpoint","n":1}"#));
-        assert_eq!(checkpoint_tail(&path, 1024).expect("read"), None, "beyond the limit");
+        assert_eq!(
+            checkpoint_tail(&path, 1024).expect("read"),
+            None,
+            "beyond the limit"
+        );
 
         let mut plain = Vec::new();
         let mut prev = chain::genesis_hash();

@@ -98,11 +98,11 @@ pub(crate) fn response_entry<'a>(
 }
 
 impl RawEntry<'_> {
-    /// The entry as one device writes it: hashed with its salt unless the device logs raw.
-    pub(crate) fn render(&self, hasher: &Hasher, options: HashOptions) -> Vec<u8> {
+    /// The entry as one device writes it, into `out` (an empty buffer): hashed with its
+    /// salt unless the device logs raw.
+    pub(crate) fn render(&self, hasher: &Hasher, options: HashOptions, out: Vec<u8>) -> Vec<u8> {
         let mut w = Writer {
-            // A KV read's response entry is about 1.4 KB: one allocation, no regrowth.
-            out: Vec::with_capacity(2048),
+            out,
             hasher,
             options,
             recent: [None, None],
@@ -406,9 +406,7 @@ impl<'e> Writer<'_, 'e> {
     fn string(&mut self, value: &str) {
         // Most strings (every key, ids, paths, times) need no escaping: copy those as they
         // are. JSON escapes only `"`, `\` and control characters, as serde_json does.
-        let plain = value
-            .bytes()
-            .all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
         if plain {
             self.out.reserve(value.len() + 2);
             self.out.push(b'"');
@@ -550,7 +548,15 @@ mod tests {
             options: HashOptions::default(),
             recent: [None, None],
         };
-        for text in ["", "plain/path", "quote\"", "back\\slash", "tab\tnew\nline\u{1}", "ünïcode ✓", "del\u{7f}"] {
+        for text in [
+            "",
+            "plain/path",
+            "quote\"",
+            "back\\slash",
+            "tab\tnew\nline\u{1}",
+            "ünïcode ✓",
+            "del\u{7f}",
+        ] {
             w.out.clear();
             w.string(text);
             assert_eq!(w.out, serde_json::to_vec(text).expect("json"), "{text:?}");

@@ -189,11 +189,11 @@ impl Broker {
         // request stops waiting for still writes it (its background task is woken below).
         let mut receivers = Vec::with_capacity(devices.len());
         for device in devices.iter() {
-            receivers.push(
-                device
-                    .writer
-                    .enqueue(entry.render(&device.hasher, device.options)),
-            );
+            receivers.push(device.writer.enqueue(entry.render(
+                &device.hasher,
+                device.options,
+                device.writer.buffer(),
+            )));
         }
         // Before writing, let the other requests that are ready to run queue their entries
         // too: the first of them to write then carries all of them in one write(2). On a
