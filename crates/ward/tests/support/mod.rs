@@ -17,13 +17,13 @@ static N_SERVERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The log of one spawned server: `stderr()` for the child, `line()` for each stdout line.
 #[derive(Clone, Default)]
-pub struct ServerLog {
+pub(crate) struct ServerLog {
     file: Option<Arc<Mutex<File>>>,
 }
 
 impl ServerLog {
     /// A new log file for a server of `suite`, or a sink when `WARD_TEST_LOG_DIR` is unset.
-    pub fn new(suite: &str) -> ServerLog {
+    pub(crate) fn new(suite: &str) -> ServerLog {
         let Some(directory) = std::env::var_os("WARD_TEST_LOG_DIR") else {
             return ServerLog::default();
         };
@@ -38,7 +38,7 @@ impl ServerLog {
     }
 
     /// The child's stderr: the log file, or nothing.
-    pub fn stderr(&self) -> Stdio {
+    pub(crate) fn stderr(&self) -> Stdio {
         match &self.file {
             Some(file) => match file.lock() {
                 Ok(file) => file
@@ -52,7 +52,7 @@ impl ServerLog {
     }
 
     /// Appends one line the server printed on stdout.
-    pub fn line(&self, line: &str) {
+    pub(crate) fn line(&self, line: &str) {
         if let Some(file) = &self.file {
             if let Ok(mut file) = file.lock() {
                 let _ = writeln!(file, "{line}");
