@@ -213,7 +213,7 @@ async fn failed_logins_raise_an_alert_per_identity() {
     .await
     .expect("user");
     for (n, user) in ["Alice", "alice", "ALICE"].iter().enumerate() {
-        let mut request = Request::new(Verb::Write, &format!("auth/userpass/login/{user}"))
+        let mut request = Request::new(Verb::Write, format!("auth/userpass/login/{user}"))
             .with_data(json!({"password": format!("guess-{n}")}));
         // Each guess from another address: only the identity scope sees all three.
         request.remote_address = Some(format!("10.9.9.{n}"));
