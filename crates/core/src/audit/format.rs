@@ -151,7 +151,7 @@ impl RawEntry<'_> {
             w.field(&mut auth, "metadata");
             let mut metadata = w.object();
             for (key, value) in &entry.meta {
-                w.field(&mut metadata, key);
+                w.data_field(&mut metadata, key);
                 w.string(value);
             }
             w.end(metadata);
@@ -283,7 +283,7 @@ impl RawEntry<'_> {
             w.field(&mut out, "metadata");
             let mut metadata = w.object();
             for (key, value) in &auth.metadata {
-                w.field(&mut metadata, key);
+                w.data_field(&mut metadata, key);
                 w.string(value);
             }
             w.end(metadata);
@@ -386,7 +386,21 @@ impl<'e> Writer<'_, 'e> {
         Object { empty: true }
     }
 
-    fn field(&mut self, object: &mut Object, key: &str) {
+    /// A field of Vault's format: the key is one of this file's literals, which need no
+    /// escaping.
+    fn field(&mut self, object: &mut Object, key: &'static str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if !object.empty {
+            self.out.push(b',');
+        }
+        object.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A field whose key comes from the request or response (data, metadata).
+    fn data_field(&mut self, object: &mut Object, key: &str) {
         if !object.empty {
             self.out.push(b',');
         }
@@ -492,7 +506,7 @@ impl<'e> Writer<'_, 'e> {
     fn data(&mut self, map: &Map<String, Value>, exempt: &[String], elide: bool) {
         let mut object = self.object();
         for (key, value) in map {
-            self.field(&mut object, key);
+            self.data_field(&mut object, key);
             match value {
                 Value::Array(items) if elide && key == "keys" => self.number(items.len() as u64),
                 _ if exempt.iter().any(|e| e == key) => {
@@ -523,7 +537,7 @@ impl<'e> Writer<'_, 'e> {
             Value::Object(map) => {
                 let mut object = self.object();
                 for (key, item) in map {
-                    self.field(&mut object, key);
+                    self.data_field(&mut object, key);
                     self.value(item);
                 }
                 self.end(object);
