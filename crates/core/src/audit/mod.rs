@@ -405,7 +405,9 @@ impl Broker {
         let checkpoint_key = if schedule(&options)?.is_enabled() {
             let document =
                 Signer::generate().map_err(|_| Error::internal("cannot make a checkpoint key"))?;
-            Some(base64::engine::general_purpose::STANDARD.encode(document))
+            // The private key's copies in memory are wiped once encoded or loaded.
+            let document = zeroize::Zeroizing::new(document);
+            Some(base64::engine::general_purpose::STANDARD.encode(&*document))
         } else {
             None
         };
@@ -680,6 +682,7 @@ fn checkpoints(
         .checkpoint_key
         .as_deref()
         .and_then(|key| base64::engine::general_purpose::STANDARD.decode(key).ok())
+        .map(zeroize::Zeroizing::new)
         .and_then(|document| Signer::from_pkcs8(&document).ok())
         .ok_or_else(|| {
             Error::internal(format!(
