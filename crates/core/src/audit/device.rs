@@ -619,6 +619,18 @@ impl DeviceWriter {
 }
 
 impl DeviceWriter {
+    /// Writes a checkpoint if entries are waiting for one.
+    pub(crate) async fn checkpoint_pending(&self) {
+        let mut state = self.state.lock().await;
+        if state
+            .checkpoints
+            .as_ref()
+            .is_some_and(Checkpoints::is_pending)
+        {
+            self.checkpoint(&mut state).await;
+        }
+    }
+
     /// Writes a checkpoint of what the device has written so far.
     async fn checkpoint(&self, state: &mut WriterState) {
         let Some(checkpoints) = &mut state.checkpoints else {

@@ -355,6 +355,9 @@ impl Broker {
             write_timeout,
             self.on_failure.clone(),
         );
+        // Entries left unsigned when the server stopped get their checkpoint now, so that the
+        // time between a stop and a restart never looks like a missing checkpoint.
+        writer.checkpoint_pending().await;
         Ok(Device {
             hasher: Hasher::new(&record.salt),
             record,
