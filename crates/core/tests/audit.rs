@@ -1580,3 +1580,258 @@ async fn concurrent_requests_share_writes() {
         writes.len()
     );
 }
+
+/// Keys whose value may be empty in an entry: `auth` is always set (`{}` for a request
+/// without a token, as Vault's pointer is), and `policy_results.allowed` is written even
+/// when false. Data and metadata are the caller's own and are not looked into.
+fn empty_fields(value: &Value, at: &str, found: &mut Vec<String>) {
+    let Value::Object(map) = value else { return };
+    for (key, item) in map {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        let empty = match item {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_u64() == Some(0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+        };
+        let may_be_empty = path == "auth" || path == "auth.policy_results.allowed";
+        if empty && !may_be_empty {
+            found.push(path.clone());
+        }
+        if key != "data" && key != "metadata" {
+            empty_fields(item, &path, found);
+        }
+    }
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .map(|map| map.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[track_caller]
+fn assert_keys(value: &Value, present: &[&str], absent: &[&str], what: &str) {
+    let keys = keys(value);
+    for key in present {
+        assert!(keys.contains(key), "{what}: `{key}` missing from {value}");
+    }
+    for key in absent {
+        assert!(
+            !keys.contains(key),
+            "{what}: empty `{key}` written in {value}"
+        );
+    }
+}
+
+/// Vault's entries leave out every empty, zero or false field (Go's `omitempty`); Ward's
+/// do too, so a line is as long as what it says. Covers a KV read, a login, a denied
+/// request and a wrapped response.
+#[tokio::test]
+async fn entries_leave_out_empty_fields_as_vault_does() {
+    let (core, root) = dev_core().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.log");
+    enable_file(&core, &root, "file", &log, json!({}))
+        .await
+        .expect("enable");
+    call(
+        &core,
+        Verb::Write,
+        "secret/data/app",
+        &root,
+        json!({"data": {"api_key": SECRET_CANARY}}),
+    )
+    .await
+    .expect("write");
+    call(&core, Verb::Read, "secret/data/app", &root, json!({}))
+        .await
+        .expect("read");
+    call(
+        &core,
+        Verb::Write,
+        "sys/auth/userpass",
+        &root,
+        json!({"type": "userpass"}),
+    )
+    .await
+    .expect("mount userpass");
+    call(
+        &core,
+        Verb::Write,
+        "auth/userpass/users/alice",
+        &root,
+        json!({"password": PASSWORD_CANARY, "token_ttl": "1h"}),
+    )
+    .await
+    .expect("user");
+    let login = core
+        .handle_request(
+            Request::new(Verb::Write, "auth/userpass/login/alice")
+                .with_data(json!({"password": PASSWORD_CANARY})),
+        )
+        .await
+        .expect("login");
+    let user_token = login.auth.expect("auth").client_token;
+    let denied = call(&core, Verb::Read, "secret/data/app", &user_token, json!({})).await;
+    assert!(matches!(denied, Err(Error::PermissionDenied(_))));
+    let mut wrapped = Request::new(Verb::Read, "secret/data/app").with_token(&root);
+    wrapped.wrap_ttl = Some(60);
+    core.handle_request(wrapped).await.expect("wrapped read");
+
+    let lines = entries(&log);
+    for entry in &lines {
+        let mut found = Vec::new();
+        empty_fields(entry, "", &mut found);
+        assert!(
+            found.is_empty(),
+            "empty fields {found:?} written in {entry}"
+        );
+    }
+    let find = |kind: &str, operation: &str, path: &str, wrap: bool| {
+        lines
+            .iter()
+            .find(|e| {
+                e["type"] == kind
+                    && e["request"]["operation"] == operation
+                    && e["request"]["path"] == path
+                    && e["request"].get("wrap_ttl").is_some() == wrap
+                    && e["auth"]["policy_results"]["allowed"] != false
+            })
+            .unwrap_or_else(|| panic!("{kind} entry of {path}"))
+    };
+
+    // A KV read by the root token: no request data, no lease, no wrapping, no error.
+    let read = find("response", "read", "secret/data/app", false);
+    assert_keys(
+        read,
+        &["time", "type", "auth", "request", "response"],
+        &["error"],
+        "read entry",
+    );
+    assert_keys(
+        &read["request"],
+        &[
+            "id",
+            "operation",
+            "mount_point",
+            "mount_type",
+            "mount_accessor",
+            "client_token",
+            "client_token_accessor",
+            "namespace",
+            "path",
+        ],
+        &["data", "remote_address", "wrap_ttl"],
+        "read request",
+    );
+    assert_keys(
+        &read["response"],
+        &["mount_point", "mount_type", "mount_accessor", "data"],
+        &[
+            "secret",
+            "auth",
+            "wrap_info",
+            "warnings",
+            "lease_duration",
+            "renewable",
+            "lease_expire_time",
+        ],
+        "read response",
+    );
+    assert_keys(
+        &read["auth"],
+        &[
+            "client_token",
+            "accessor",
+            "display_name",
+            "policies",
+            "token_policies",
+            "token_type",
+            "token_issue_time",
+            "policy_results",
+        ],
+        // The root token never expires and has unlimited uses.
+        &["token_ttl", "num_uses", "remaining_uses"],
+        "read auth",
+    );
+
+    // A login: no token yet, so `auth` is `{}` and the request names no token.
+    let login_request = find("request", "update", "auth/userpass/login/alice", false);
+    assert_eq!(login_request["auth"], json!({}));
+    assert_keys(
+        &login_request["request"],
+        &[
+            "id",
+            "operation",
+            "mount_point",
+            "path",
+            "data",
+            "namespace",
+        ],
+        &["client_token", "client_token_accessor"],
+        "login request",
+    );
+    let login_response = find("response", "update", "auth/userpass/login/alice", false);
+    assert_keys(
+        &login_response["response"]["auth"],
+        &[
+            "client_token",
+            "accessor",
+            "policies",
+            "token_policies",
+            "metadata",
+            "token_type",
+            "lease_duration",
+            "lease_expire_time",
+        ],
+        &["num_uses", "identity_policies"],
+        "login response auth",
+    );
+    assert_keys(
+        &login_response["response"],
+        &["auth", "lease_duration", "lease_expire_time"],
+        &["secret", "wrap_info", "warnings"],
+        "login response",
+    );
+
+    // A denial: the error is written, the response block is not, `allowed` is false.
+    let denials: Vec<&Value> = lines
+        .iter()
+        .filter(|e| e["auth"]["policy_results"]["allowed"] == false)
+        .collect();
+    assert_eq!(
+        denials.len(),
+        2,
+        "request and response entries of the denial"
+    );
+    for denial in &denials {
+        assert_keys(
+            denial,
+            &["time", "type", "auth", "request", "error"],
+            &["response"],
+            "denial",
+        );
+    }
+
+    // A wrapped read: the wrapping token, its ttl and when and where it was made.
+    let wrap = find("response", "read", "secret/data/app", true);
+    assert_eq!(wrap["request"]["wrap_ttl"], json!(60));
+    assert_keys(
+        &wrap["response"]["wrap_info"],
+        &["token", "accessor", "ttl", "creation_time", "creation_path"],
+        // A wrapped KV read wraps no token of its own.
+        &["wrapped_accessor"],
+        "wrap info",
+    );
+    assert!(wrap["response"]["wrap_info"]["token"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("hmac-sha256:")));
+}

@@ -10,6 +10,8 @@
 //! are hashed as they are written, so a device's line costs one pass and no copies of the
 //! request or response data. That keeps audit cheap on the request path.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -100,6 +102,10 @@ pub(crate) fn response_entry<'a>(
 impl RawEntry<'_> {
     /// The entry as one device writes it, into `out` (an empty buffer): hashed with its
     /// salt unless the device logs raw.
+    ///
+    /// Like Vault's, every field is left out when it is empty, zero or false (Go's
+    /// `omitempty`), except `auth.policy_results.allowed`; objects Vault always sets (`auth`,
+    /// `request.namespace`, `response.secret` with a lease) stay even when empty inside.
     pub(crate) fn render(&self, hasher: &Hasher, options: HashOptions, out: Vec<u8>) -> Vec<u8> {
         let mut w = Writer {
             out,
@@ -121,15 +127,12 @@ impl RawEntry<'_> {
         self.auth(&mut w);
         w.field(&mut entry, "request");
         self.request_block(&mut w, mount);
-        if let Some(response) = self.response {
+        // A failed request has no response: Vault leaves the block out.
+        if let Some(Ok(response)) = self.response {
             w.field(&mut entry, "response");
-            match response {
-                Ok(response) => self.response_block(&mut w, mount, response),
-                Err(_) => w.raw(b"null"),
-            }
+            self.response_block(&mut w, mount, response);
         }
-        w.field(&mut entry, "error");
-        w.string(&error_text(self.error));
+        w.string_field(&mut entry, "error", &error_text(self.error));
         w.end(entry);
         w.out
     }
@@ -138,35 +141,20 @@ impl RawEntry<'_> {
         let mut auth = w.object();
         if let Some(caller) = &self.trail.caller {
             let entry = &caller.entry;
-            w.field(&mut auth, "client_token");
-            w.token(caller.token.as_str());
-            w.field(&mut auth, "accessor");
-            w.accessor(&entry.accessor);
-            w.field(&mut auth, "display_name");
-            w.string(&entry.display_name);
-            w.field(&mut auth, "policies");
-            w.strings(&entry.policies);
-            w.field(&mut auth, "token_policies");
-            w.strings(&entry.policies);
-            w.field(&mut auth, "metadata");
-            let mut metadata = w.object();
-            for (key, value) in &entry.meta {
-                w.data_field(&mut metadata, key);
-                w.string(value);
-            }
-            w.end(metadata);
-            w.field(&mut auth, "entity_id");
-            w.string(&entry.entity_id);
-            w.field(&mut auth, "token_type");
-            w.string(entry.token_type.as_str());
-            w.field(&mut auth, "token_ttl");
-            w.number(entry.ttl(self.now.unix_timestamp()));
+            w.token_field(&mut auth, "client_token", caller.token.as_str());
+            w.accessor_field(&mut auth, "accessor", &entry.accessor);
+            w.string_field(&mut auth, "display_name", &entry.display_name);
+            w.strings_field(&mut auth, "policies", &entry.policies);
+            w.strings_field(&mut auth, "token_policies", &entry.policies);
+            w.metadata_field(&mut auth, &entry.meta);
+            w.string_field(&mut auth, "entity_id", &entry.entity_id);
+            w.string_field(&mut auth, "token_type", entry.token_type.as_str());
+            w.number_field(&mut auth, "token_ttl", entry.ttl(self.now.unix_timestamp()));
             w.field(&mut auth, "token_issue_time");
             w.string(&crate::clock::rfc3339_unix(entry.creation_time));
-            w.field(&mut auth, "num_uses");
-            w.number(entry.num_uses);
-            w.field(&mut auth, "remaining_uses");
-            w.number(entry.num_uses);
+            w.number_field(&mut auth, "num_uses", entry.num_uses);
+            w.number_field(&mut auth, "remaining_uses", entry.num_uses);
+            // Vault writes `allowed` even when false.
             w.field(&mut auth, "policy_results");
             let allowed = !matches!(self.error, Some(Error::PermissionDenied(_)));
             w.raw(if allowed {
@@ -192,48 +180,33 @@ impl RawEntry<'_> {
                 Verb::Delete => "delete",
             });
         let mut block = w.object();
-        w.field(&mut block, "id");
-        w.string(&request.id);
-        w.field(&mut block, "operation");
-        w.string(operation);
+        w.string_field(&mut block, "id", &request.id);
+        w.string_field(&mut block, "operation", operation);
         mount_fields(w, &mut block, mount);
-        w.field(&mut block, "client_token");
         match (&self.trail.caller, &request.token) {
             (Some(caller), _) => {
-                w.token(caller.token.as_str());
-                w.field(&mut block, "client_token_accessor");
-                w.accessor(&caller.entry.accessor);
+                w.token_field(&mut block, "client_token", caller.token.as_str());
+                w.accessor_field(&mut block, "client_token_accessor", &caller.entry.accessor);
             }
-            (None, Some(token)) => {
-                w.token(token.as_str());
-                w.field(&mut block, "client_token_accessor");
-                w.string("");
-            }
-            (None, None) => {
-                w.string("");
-                w.field(&mut block, "client_token_accessor");
-                w.string("");
-            }
+            (None, Some(token)) => w.token_field(&mut block, "client_token", token.as_str()),
+            (None, None) => {}
         }
         w.field(&mut block, "namespace");
         w.raw(br#"{"id":"root"}"#);
-        w.field(&mut block, "path");
-        w.string(&request.path);
-        w.field(&mut block, "data");
-        if request.data.is_empty() {
-            w.raw(b"null");
-        } else {
+        w.string_field(&mut block, "path", &request.path);
+        if !request.data.is_empty() {
+            w.field(&mut block, "data");
             let exempt = mount
                 .map(|m| m.non_hmac_request_keys.as_slice())
                 .unwrap_or_default();
             w.data(&request.data, exempt, false);
         }
-        w.field(&mut block, "remote_address");
-        w.string(request.remote_address.as_deref().unwrap_or_default());
-        if let Some(ttl) = request.wrap_ttl {
-            w.field(&mut block, "wrap_ttl");
-            w.number(ttl);
-        }
+        w.string_field(
+            &mut block,
+            "remote_address",
+            request.remote_address.as_deref().unwrap_or_default(),
+        );
+        w.number_field(&mut block, "wrap_ttl", request.wrap_ttl.unwrap_or(0));
         w.end(block);
     }
 
@@ -245,7 +218,7 @@ impl RawEntry<'_> {
     ) {
         let mut block = w.object();
         mount_fields(w, &mut block, mount);
-        if let Some(data) = &response.data {
+        if let Some(data) = response.data.as_ref().filter(|data| !data.is_empty()) {
             w.field(&mut block, "data");
             let exempt = mount
                 .map(|m| m.non_hmac_response_keys.as_slice())
@@ -254,55 +227,37 @@ impl RawEntry<'_> {
                 w.options.elide_list_responses && self.trail.operation == Some(Operation::List);
             w.data(data, exempt, elide);
         }
+        // `lease_duration`, `renewable` and the expiry beside `secret` are Ward's own, written
+        // only for a lease (or a token with a duration), so a reader sees when it ends.
         let mut expires: Option<u64> = None;
         if let Some(lease) = &response.lease {
             w.field(&mut block, "secret");
             let mut secret = w.object();
-            w.field(&mut secret, "lease_id");
-            w.string(&lease.lease_id);
+            w.string_field(&mut secret, "lease_id", &lease.lease_id);
             w.end(secret);
-            w.field(&mut block, "lease_duration");
-            w.number(lease.lease_duration);
-            w.field(&mut block, "renewable");
-            w.raw(if lease.renewable { b"true" } else { b"false" });
+            w.number_field(&mut block, "lease_duration", lease.lease_duration);
+            w.bool_field(&mut block, "renewable", lease.renewable);
             expires = Some(lease.lease_duration);
         }
         if let Some(auth) = &response.auth {
             w.field(&mut block, "auth");
             let mut out = w.object();
-            w.field(&mut out, "client_token");
-            w.token(&auth.client_token);
-            w.field(&mut out, "accessor");
-            w.accessor(&auth.accessor);
-            w.field(&mut out, "policies");
-            w.strings(&auth.policies);
-            w.field(&mut out, "token_policies");
-            w.strings(&auth.token_policies);
-            w.field(&mut out, "identity_policies");
-            w.strings(&auth.identity_policies);
-            w.field(&mut out, "metadata");
-            let mut metadata = w.object();
-            for (key, value) in &auth.metadata {
-                w.data_field(&mut metadata, key);
-                w.string(value);
-            }
-            w.end(metadata);
-            w.field(&mut out, "entity_id");
-            w.string(&auth.entity_id);
-            w.field(&mut out, "token_type");
-            w.string(&auth.token_type);
-            w.field(&mut out, "lease_duration");
-            w.number(auth.lease_duration);
+            w.token_field(&mut out, "client_token", &auth.client_token);
+            w.accessor_field(&mut out, "accessor", &auth.accessor);
+            w.strings_field(&mut out, "policies", &auth.policies);
+            w.strings_field(&mut out, "token_policies", &auth.token_policies);
+            w.strings_field(&mut out, "identity_policies", &auth.identity_policies);
+            w.metadata_field(&mut out, &auth.metadata);
+            w.string_field(&mut out, "entity_id", &auth.entity_id);
+            w.string_field(&mut out, "token_type", &auth.token_type);
+            w.number_field(&mut out, "lease_duration", auth.lease_duration);
             if auth.lease_duration > 0 {
                 w.field(&mut out, "lease_expire_time");
                 w.string(&expire_time(self.now, auth.lease_duration));
             }
-            w.field(&mut out, "renewable");
-            w.raw(if auth.renewable { b"true" } else { b"false" });
-            w.field(&mut out, "orphan");
-            w.raw(if auth.orphan { b"true" } else { b"false" });
-            w.field(&mut out, "num_uses");
-            w.number(auth.num_uses);
+            w.bool_field(&mut out, "renewable", auth.renewable);
+            w.bool_field(&mut out, "orphan", auth.orphan);
+            w.number_field(&mut out, "num_uses", auth.num_uses);
             w.end(out);
             if expires.is_none() && auth.lease_duration > 0 {
                 w.field(&mut block, "lease_duration");
@@ -317,38 +272,25 @@ impl RawEntry<'_> {
         if let Some(wrap) = &response.wrap_info {
             w.field(&mut block, "wrap_info");
             let mut out = w.object();
-            w.field(&mut out, "token");
-            w.token(&wrap.token);
-            w.field(&mut out, "accessor");
-            w.accessor(&wrap.accessor);
-            w.field(&mut out, "ttl");
-            w.number(wrap.ttl);
-            w.field(&mut out, "creation_time");
-            w.string(&wrap.creation_time);
-            w.field(&mut out, "creation_path");
-            w.string(&wrap.creation_path);
-            w.field(&mut out, "wrapped_accessor");
-            w.accessor(&wrap.wrapped_accessor);
+            w.token_field(&mut out, "token", &wrap.token);
+            w.accessor_field(&mut out, "accessor", &wrap.accessor);
+            w.number_field(&mut out, "ttl", wrap.ttl);
+            w.string_field(&mut out, "creation_time", &wrap.creation_time);
+            w.string_field(&mut out, "creation_path", &wrap.creation_path);
+            w.accessor_field(&mut out, "wrapped_accessor", &wrap.wrapped_accessor);
             w.end(out);
         }
-        if !response.warnings.is_empty() {
-            w.field(&mut block, "warnings");
-            w.strings(&response.warnings);
-        }
+        w.strings_field(&mut block, "warnings", &response.warnings);
         w.end(block);
     }
 }
 
 fn mount_fields(w: &mut Writer<'_, '_>, block: &mut Object, mount: Option<&MountFacts>) {
-    let (point, kind, accessor) = mount.map_or(("", "", ""), |m| {
-        (m.point.as_str(), m.kind.as_str(), m.accessor.as_str())
-    });
-    w.field(block, "mount_point");
-    w.string(point);
-    w.field(block, "mount_type");
-    w.string(kind);
-    w.field(block, "mount_accessor");
-    w.string(accessor);
+    if let Some(mount) = mount {
+        w.string_field(block, "mount_point", &mount.point);
+        w.string_field(block, "mount_type", &mount.kind);
+        w.string_field(block, "mount_accessor", &mount.accessor);
+    }
 }
 
 fn expire_time(now: OffsetDateTime, seconds: u64) -> String {
@@ -411,6 +353,65 @@ impl<'e> Writer<'_, 'e> {
 
     fn end(&mut self, _object: Object) {
         self.out.push(b'}');
+    }
+
+    // The `_field` writers leave the field out when its value is empty, zero or false, as
+    // Go's `omitempty` does in Vault's entries.
+
+    fn string_field(&mut self, object: &mut Object, key: &'static str, value: &str) {
+        if !value.is_empty() {
+            self.field(object, key);
+            self.string(value);
+        }
+    }
+
+    fn number_field(&mut self, object: &mut Object, key: &'static str, value: u64) {
+        if value != 0 {
+            self.field(object, key);
+            self.number(value);
+        }
+    }
+
+    fn bool_field(&mut self, object: &mut Object, key: &'static str, value: bool) {
+        if value {
+            self.field(object, key);
+            self.raw(b"true");
+        }
+    }
+
+    fn strings_field(&mut self, object: &mut Object, key: &'static str, values: &[String]) {
+        if !values.is_empty() {
+            self.field(object, key);
+            self.strings(values);
+        }
+    }
+
+    fn token_field(&mut self, object: &mut Object, key: &'static str, value: &'e str) {
+        if !value.is_empty() {
+            self.field(object, key);
+            self.token(value);
+        }
+    }
+
+    fn accessor_field(&mut self, object: &mut Object, key: &'static str, value: &'e str) {
+        if !value.is_empty() {
+            self.field(object, key);
+            self.accessor(value);
+        }
+    }
+
+    /// Token metadata, written as it is (Vault does not hash it either).
+    fn metadata_field(&mut self, object: &mut Object, metadata: &BTreeMap<String, String>) {
+        if metadata.is_empty() {
+            return;
+        }
+        self.field(object, "metadata");
+        let mut out = self.object();
+        for (key, value) in metadata {
+            self.data_field(&mut out, key);
+            self.string(value);
+        }
+        self.end(out);
     }
 
     fn raw(&mut self, bytes: &[u8]) {
