@@ -4,7 +4,9 @@
 #   ward      wrk -> ward agent egress proxy (injects Authorization) -> upstream
 #   nginx     wrk -> nginx (proxy_set_header Authorization, keepalive upstream) -> upstream
 # Throughput at 32 connections and median latency at 1 connection, interleaved rounds, and
-# the proxy process's CPU time per call at 32 connections (perf stat, when perf is installed);
+# the proxy process's CPU time per call at 32 and at 1 connection (perf stat, when perf is
+# installed; at c=1 every call wakes the proxy on its own, so it shows the per-call cost that
+# the latency pays, which batching hides at c=32);
 # servers pinned to CPU 0 and wrk to CPU 1. Also the agent's RSS with 10 routes and
 # 10 templates. Usage: bench/egress.sh   (env: DURATION=10 ROUNDS=3)
 # CARGO_TARGET_DIR is respected; AGENT_BIN=/path/to/ward-agent measures a saved build.
@@ -121,7 +123,7 @@ nginx_master=$!
 pids+=($nginx_master)
 until curl -s -o /dev/null "http://127.0.0.1:$nginx_port/r0/v1/chat/completions"; do sleep 0.05; done
 nginx_worker="$(pgrep -P "$nginx_master" | head -n 1)"
-# CPU time per call of the proxy process itself (perf stat task-clock over the c=32 run), which
+# CPU time per call of the proxy process itself (perf stat task-clock over each run), which
 # the other processes on the machine disturb far less than req/s.
 proxy_pid[ward]=$agent_pid
 proxy_pid[nginx]=$nginx_worker
@@ -164,13 +166,14 @@ run() { # target connections -> "rps p50_us non2xx cpu_us_per_call"
 }
 
 echo "load: $(cat /proc/loadavg)"
-declare -A rps p50 errs cpu
+declare -A rps p50 errs cpu cpu1
 for round in $(seq 1 "$rounds"); do
   for target in "${targets[@]}"; do
     read -r r _ e c <<<"$(run "$target" 32)"
-    read -r _ l e1 _ <<<"$(run "$target" 1)"
-    rps[$target]+="$r "; p50[$target]+="$l "; cpu[$target]+="$c "; errs[$target]=$(( ${errs[$target]:-0} + ${e:-0} + ${e1:-0} ))
-    echo "round $round $target: c32 ${r} req/s (${c} us CPU per call), c1 p50 ${l} us"
+    read -r _ l e1 c1 <<<"$(run "$target" 1)"
+    rps[$target]+="$r "; p50[$target]+="$l "; cpu[$target]+="$c "; cpu1[$target]+="$c1 "
+    errs[$target]=$(( ${errs[$target]:-0} + ${e:-0} + ${e1:-0} ))
+    echo "round $round $target: c32 ${r} req/s (${c} us CPU per call), c1 p50 ${l} us (${c1} us CPU per call)"
   done
 done
 rss_after_kb="$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)"
@@ -179,18 +182,21 @@ if [ -n "${AGENT_B_BIN:-}" ]; then
     tr ' ' '\n' <<<"${rps[$target]}" | grep -v '^$' | sort -g | awk -v t="$target" '{a[NR]=$1} END {printf "%s c=32 req/s median %s [%s-%s]\n", t, a[int((NR+1)/2)], a[1], a[NR]}'
     tr ' ' '\n' <<<"${p50[$target]}" | grep -v '^$' | sort -g | awk -v t="$target" '{a[NR]=$1} END {printf "%s c=1 p50 us median %s [%s-%s]\n", t, a[int((NR+1)/2)], a[1], a[NR]}'
     tr ' ' '\n' <<<"${cpu[$target]}" | grep -v '^$' | sort -g | awk -v t="$target" '{a[NR]=$1} END {printf "%s c=32 CPU us per call median %s [%s-%s]\n", t, a[int((NR+1)/2)], a[1], a[NR]}'
+    tr ' ' '\n' <<<"${cpu1[$target]}" | grep -v '^$' | sort -g | awk -v t="$target" '{a[NR]=$1} END {printf "%s c=1 CPU us per call median %s [%s-%s]\n", t, a[int((NR+1)/2)], a[1], a[NR]}'
   done
 fi
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 python3 - "$(median "${rps[direct]}")" "$(median "${rps[ward]}")" "$(median "${rps[nginx]}")" \
   "$(median "${p50[direct]}")" "$(median "${p50[ward]}")" "$(median "${p50[nginx]}")" \
   "${errs[direct]}" "${errs[ward]}" "${errs[nginx]}" "$rss_idle_kb" "$rss_after_kb" "$duration" "$rounds" \
-  "$(median "${cpu[ward]}")" "$(median "${cpu[nginx]}")" <<'PY'
+  "$(median "${cpu[ward]}")" "$(median "${cpu[nginx]}")" \
+  "$(median "${cpu1[ward]}")" "$(median "${cpu1[nginx]}")" <<'PY'
 import sys
 d_rps, w_rps, n_rps, d_p50, w_p50, n_p50 = map(float, sys.argv[1:7])
 e_d, e_w, e_n = sys.argv[7:10]
 rss_idle, rss_after = int(sys.argv[10]), int(sys.argv[11])
 w_cpu, n_cpu = float(sys.argv[14] or 0), float(sys.argv[15] or 0)
+w_cpu1, n_cpu1 = float(sys.argv[16] or 0), float(sys.argv[17] or 0)
 w_add, n_add = w_p50 - d_p50, n_p50 - d_p50
 print(f"\nmedian of {sys.argv[13]} rounds, {sys.argv[12]} s each; servers on CPU 0, wrk on CPU 1; POST 433-byte JSON")
 print(f"{'':8} {'c=32 req/s':>12} {'c=1 p50 us':>12} {'added p50 us':>13} {'non-2xx':>8}")
@@ -200,6 +206,8 @@ print(f"{'nginx':8} {n_rps:12.0f} {n_p50:12.0f} {n_add:13.0f} {e_n:>8}")
 print(f"throughput ward/nginx = {w_rps/n_rps:.2f} (target >= 1.0); ward/direct = {w_rps/d_rps:.2f}; nginx/direct = {n_rps/d_rps:.2f}")
 if w_cpu > 0 and n_cpu > 0:
     print(f"proxy CPU per call at c=32 (perf stat): ward {w_cpu:.1f} us, nginx {n_cpu:.1f} us; nginx/ward = {n_cpu/w_cpu:.2f}")
+if w_cpu1 > 0 and n_cpu1 > 0:
+    print(f"proxy CPU per call at c=1 (perf stat): ward {w_cpu1:.1f} us, nginx {n_cpu1:.1f} us; nginx/ward = {n_cpu1/w_cpu1:.2f}")
 print(f"added p50 ward/nginx = {w_add/n_add:.2f} (target <= 1.2)" if n_add > 0 else "added p50: nginx adds nothing measurable")
 print(f"agent RSS with 10 routes + 10 templates: {rss_idle/1024:.1f} MiB idle, {rss_after/1024:.1f} MiB after the load (target < 20 MiB)")
 PY
