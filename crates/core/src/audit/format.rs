@@ -553,6 +553,79 @@ impl<'e> Writer<'_, 'e> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    use crate::request::WrapInfo;
+
+    /// Entries without a caller, byte for byte: an anonymous login's request entry, the
+    /// response entry of a refused request and a wrapped response. Every empty field is left
+    /// out, so an empty one coming back changes the bytes.
+    #[test]
+    fn entries_are_written_byte_for_byte_without_empty_fields() {
+        let hasher = Hasher::new("salt");
+        let hash = |value: &str| {
+            String::from_utf8(hasher.hash_bytes(value).to_vec()).expect("hashes are ASCII")
+        };
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000);
+        let time = rfc3339(now);
+        let render = |entry: RawEntry<'_>| {
+            String::from_utf8(entry.render(&hasher, HashOptions::default(), Vec::new()))
+                .expect("utf-8")
+        };
+        let trail = Trail {
+            operation: Some(Operation::Update),
+            mount: Some(MountFacts {
+                point: "auth/userpass/".into(),
+                kind: "userpass".into(),
+                accessor: "auth_userpass_1".into(),
+                ..MountFacts::default()
+            }),
+            ..Trail::default()
+        };
+        let mut login = Request::new(Verb::Write, "auth/userpass/login/alice")
+            .with_data(json!({"password": "hunter2"}));
+        login.id = "id-1".into();
+        assert_eq!(
+            render(request_entry(now, &trail, &login, None)),
+            format!(
+                r#"{{"time":"{time}","type":"request","auth":{{}},"request":{{"id":"id-1","operation":"update","mount_point":"auth/userpass/","mount_type":"userpass","mount_accessor":"auth_userpass_1","namespace":{{"id":"root"}},"path":"auth/userpass/login/alice","data":{{"password":"{}"}}}}}}"#,
+                hash("hunter2")
+            )
+        );
+
+        let bare = Trail::default();
+        let mut read = Request::new(Verb::Read, "secret/data/app");
+        read.id = "id-2".into();
+        let refused: Result<Response, Error> =
+            Err(Error::PermissionDenied("permission denied".into()));
+        assert_eq!(
+            render(response_entry(now, &bare, &read, &refused)),
+            format!(
+                r#"{{"time":"{time}","type":"response","auth":{{}},"request":{{"id":"id-2","operation":"read","namespace":{{"id":"root"}},"path":"secret/data/app"}},"error":"permission denied"}}"#
+            )
+        );
+
+        read.wrap_ttl = Some(60);
+        let wrapped: Result<Response, Error> = Ok(Response {
+            wrap_info: Some(WrapInfo {
+                token: "wrapping-token".into(),
+                accessor: "wrapping-accessor".into(),
+                ttl: 60,
+                creation_time: time.clone(),
+                creation_path: "secret/data/app".into(),
+                wrapped_accessor: String::new(),
+            }),
+            data: Some(Map::new()),
+            ..Response::default()
+        });
+        assert_eq!(
+            render(response_entry(now, &bare, &read, &wrapped)),
+            format!(
+                r#"{{"time":"{time}","type":"response","auth":{{}},"request":{{"id":"id-2","operation":"read","namespace":{{"id":"root"}},"path":"secret/data/app","wrap_ttl":60}},"response":{{"wrap_info":{{"token":"{}","accessor":"wrapping-accessor","ttl":60,"creation_time":"{time}","creation_path":"secret/data/app"}}}}}}"#,
+                hash("wrapping-token")
+            )
+        );
+    }
 
     #[test]
     fn strings_and_numbers_are_written_as_serde_json_writes_them() {
