@@ -58,7 +58,23 @@ pub struct JwtEngine {
     /// as in Vault: `oidc/auth_url` is unauthenticated and must not be a way to write to
     /// storage, and a state is useless after its short TTL anyway.
     states: std::sync::Mutex<HashMap<String, OidcState>>,
+    /// Tokens whose signature was verified, by SHA-256 of the whole token, with the key set
+    /// that verified them. A workload presents the same token for many logins (a projected
+    /// service-account token lives an hour, a CI token a whole job), and the same bytes under
+    /// the same keys verify the same way, so the signature is checked once per key set; every
+    /// claim (time, issuer, audience, subject, bound claims, nonce) is still checked on every
+    /// login. Cleared when the config changes; a refetched key set has another identity.
+    verified: std::sync::Mutex<HashMap<[u8; 32], VerifiedToken>>,
 }
+
+/// A verified token's claims and the identity of the key set that verified them.
+struct VerifiedToken {
+    key_set: String,
+    claims: Map<String, Value>,
+}
+
+/// Verified tokens kept at most; the map is emptied when full (re-verifying is only slower).
+const VERIFIED_LIMIT: usize = 10_000;
 
 impl std::fmt::Debug for JwtEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,6 +166,8 @@ struct KeySet {
     source: String,
     keys: Vec<Jwk>,
     fetched_at: i64,
+    /// Which fetch this is (process-wide count): part of the set's identity.
+    fetch: u64,
     discovery: Option<Discovery>,
 }
 
@@ -720,33 +738,46 @@ impl JwtEngine {
                 .collect()
         };
         let algorithm = unverified.algorithm(&allowed).map_err(|e| e.to_string())?;
+        let digest: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
         let (claims, discovered_issuer) = match config.key_source() {
             KeySource::Static(pems) => {
-                let keys: Vec<PublicKey> = pems
-                    .iter()
-                    .filter_map(|pem| PublicKey::from_pem_bundle(pem).ok())
-                    .flatten()
-                    .collect();
-                (
-                    unverified
-                        .verify(algorithm, keys.iter())
-                        .map_err(|e| signature_error(e, KeySetKind::Static))?,
-                    None,
-                )
+                let claims = match self.verified_claims(&digest, STATIC_KEY_SET) {
+                    Some(claims) => claims,
+                    None => {
+                        let keys: Vec<PublicKey> = pems
+                            .iter()
+                            .filter_map(|pem| PublicKey::from_pem_bundle(pem).ok())
+                            .flatten()
+                            .collect();
+                        let claims = unverified
+                            .verify(algorithm, keys.iter())
+                            .map_err(|e| signature_error(e, KeySetKind::Static))?;
+                        self.remember_verified(digest, STATIC_KEY_SET, &claims);
+                        claims
+                    }
+                };
+                (claims, None)
             }
             KeySource::Jwks { .. } | KeySource::Discovery { .. } => {
                 let mut set = self.keys_for(ctx, config, unverified.kid()).await?;
-                let mut verified = verify_with_set(&unverified, algorithm, &set);
-                // A provider that restarted may publish a new key under an old `kid`: a
-                // failed check against a set older than the refetch interval fetches once more.
-                if verified.is_err()
-                    && ctx.now.unix_timestamp() - set.fetched_at >= REFETCH_INTERVAL_SECONDS
-                {
-                    set = self.refetch(ctx, config, set.fetched_at).await?;
-                    verified = verify_with_set(&unverified, algorithm, &set);
+                let issuer = |set: &KeySet| set.discovery.as_ref().map(|d| d.issuer.clone());
+                if let Some(claims) = self.verified_claims(&digest, &set.identity()) {
+                    (claims, issuer(&set))
+                } else {
+                    let mut verified = verify_with_set(&unverified, algorithm, &set);
+                    // A provider that restarted may publish a new key under an old `kid`: a
+                    // failed check against a set older than the refetch interval fetches
+                    // once more.
+                    if verified.is_err()
+                        && ctx.now.unix_timestamp() - set.fetched_at >= REFETCH_INTERVAL_SECONDS
+                    {
+                        set = self.refetch(ctx, config, set.fetched_at).await?;
+                        verified = verify_with_set(&unverified, algorithm, &set);
+                    }
+                    let claims = verified.map_err(|e| signature_error(e, KeySetKind::Remote))?;
+                    self.remember_verified(digest, &set.identity(), &claims);
+                    (claims, issuer(&set))
                 }
-                let claims = verified.map_err(|e| signature_error(e, KeySetKind::Remote))?;
-                (claims, set.discovery.as_ref().map(|d| d.issuer.clone()))
             }
         };
         let issuer = expectations.issuer.clone().or_else(|| {
@@ -860,6 +891,7 @@ impl JwtEngine {
             source: config.source_id(),
             keys,
             fetched_at: ctx.now.unix_timestamp(),
+            fetch: FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             discovery,
         });
         *self.cache.lock().await = Some(set.clone());
@@ -875,8 +907,50 @@ impl JwtEngine {
 
     async fn invalidate(&self) {
         *self.cache.lock().await = None;
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.clear();
+        }
+    }
+
+    /// The claims of a token already verified against this key set.
+    fn verified_claims(&self, digest: &[u8; 32], key_set: &str) -> Option<Map<String, Value>> {
+        let verified = self.verified.lock().ok()?;
+        verified
+            .get(digest)
+            .filter(|v| v.key_set == key_set)
+            .map(|v| v.claims.clone())
+    }
+
+    fn remember_verified(&self, digest: [u8; 32], key_set: &str, claims: &Map<String, Value>) {
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_LIMIT {
+                verified.clear();
+            }
+            verified.insert(
+                digest,
+                VerifiedToken {
+                    key_set: key_set.to_string(),
+                    claims: claims.clone(),
+                },
+            );
+        }
     }
 }
+
+/// The key-set identity of `jwt_validation_pubkeys`: they change only with the config, and a
+/// config write empties the verified-token cache.
+const STATIC_KEY_SET: &str = "static";
+
+impl KeySet {
+    /// Which fetch of which source this set is: a refetch makes another identity, so tokens
+    /// verified against the old keys are verified again.
+    fn identity(&self) -> String {
+        format!("{}|{}", self.source, self.fetch)
+    }
+}
+
+/// Key-set fetches so far, numbering each set.
+static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Config {
     fn key_source(&self) -> KeySource<'_> {

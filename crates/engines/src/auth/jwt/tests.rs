@@ -1139,3 +1139,89 @@ async fn map_fields_accept_json_strings_and_claim_mappings_accept_pairs() {
         }
     }
 }
+
+/// A token whose signature was verified once is not verified again under the same keys, but
+/// every claim still is: a later login with the same bytes fails once the token expired, once
+/// the role no longer accepts it, and once the config no longer holds its key.
+#[tokio::test]
+async fn a_verified_token_is_still_checked_on_every_login() {
+    let (engine, ctx) = static_setup(json!({})).await;
+    let token = sign(Signer::Rsa("rsa-1"), None, &claims(&ctx, json!({})));
+    login(&engine, &ctx, &token).await.expect("first login");
+    login(&engine, &ctx, &token)
+        .await
+        .expect("second login, signature remembered");
+    assert_eq!(engine.verified.lock().map(|v| v.len()).ok(), Some(1));
+
+    let mut later = ctx.clone();
+    later.now += Duration::seconds(300 + 151);
+    assert_eq!(
+        error_message(login(&engine, &later, &token).await),
+        "error validating token: token is expired (exp)"
+    );
+
+    call(
+        &engine,
+        &ctx,
+        Operation::Update,
+        "role/r",
+        json!({"role_type": "jwt", "user_claim": "user", "bound_audiences": ["other"]}),
+    )
+    .await
+    .expect("role");
+    assert!(
+        login(&engine, &ctx, &token).await.is_err(),
+        "audience rechecked"
+    );
+    call(
+        &engine,
+        &ctx,
+        Operation::Update,
+        "role/r",
+        json!({"role_type": "jwt", "user_claim": "user", "bound_audiences": ["ward"]}),
+    )
+    .await
+    .expect("role");
+    login(&engine, &ctx, &token).await.expect("accepted again");
+
+    // The key is taken out of the config: the remembered signature goes with it.
+    call(
+        &engine,
+        &ctx,
+        Operation::Update,
+        "config",
+        json!({
+            "jwt_validation_pubkeys": [fixture("ec-1.pub.pem")],
+            "bound_issuer": "https://issuer.example",
+        }),
+    )
+    .await
+    .expect("config");
+    assert_eq!(
+        error_message(login(&engine, &ctx, &token).await),
+        "error validating token: error verifying token signature: no known key successfully validated the token signature"
+    );
+
+    // Forged bytes never hit the remembered entry: another signature is verified afresh.
+    call(
+        &engine,
+        &ctx,
+        Operation::Update,
+        "config",
+        json!({
+            "jwt_validation_pubkeys": [fixture("rsa-1.pub.pem")],
+            "bound_issuer": "https://issuer.example",
+        }),
+    )
+    .await
+    .expect("config");
+    login(&engine, &ctx, &token).await.expect("verified again");
+    let mut forged = token.clone().into_bytes();
+    let at = forged.len() - 20;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    assert_eq!(
+        error_message(login(&engine, &ctx, &forged).await),
+        "error validating token: error verifying token signature: no known key successfully validated the token signature"
+    );
+}
