@@ -106,7 +106,13 @@ impl LiveCount {
     }
 
     pub(crate) fn add(&self, key: &str) {
-        self.with(|counts| *counts.entry(key.to_string()).or_default() += 1);
+        // Allocates the key only the first time a mount is seen (this runs per token created).
+        self.with(|counts| match counts.get_mut(key) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(key.to_string(), 1);
+            }
+        });
     }
 
     pub(crate) fn sub(&self, key: &str) {
