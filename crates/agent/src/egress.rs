@@ -40,7 +40,7 @@ use crate::secret::SecretString;
 use crate::secrets::{SecretManager, SecretState};
 use crate::template::{Lookup, RenderOptions, SecretKey, SecretSource, Template};
 use crate::tls::TlsOptions;
-use crate::upstream_pool::H1Pool;
+use crate::upstream_pool::{H1Pool, RawPool};
 
 /// The largest error body scanned for the key.
 const MAX_SCRUB_BYTES: usize = 1024 * 1024;
@@ -49,6 +49,14 @@ pub const UPSTREAM_HOST_HEADER: &str = "x-ward-upstream-host";
 const REDACTED: &str = "[REDACTED]";
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const UPSTREAM_HOST_NAME: HeaderName = HeaderName::from_static(UPSTREAM_HOST_HEADER);
+/// Request headers never forwarded, besides the hop-by-hop ones: the client's own credentials
+/// (the route injects its own) and the agent's upstream pick.
+pub(crate) const CLIENT_HEADERS_DROPPED: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    X_API_KEY,
+    header::PROXY_AUTHORIZATION,
+    UPSTREAM_HOST_NAME,
+];
 
 /// The running proxy: its routes and the shared upstream client.
 pub struct EgressProxy {
@@ -68,13 +76,13 @@ impl std::fmt::Display for EgressError {
 impl std::error::Error for EgressError {}
 
 /// The credential a route injects, rendered from its secret.
-struct Credential {
+pub(crate) struct Credential {
     values: Vec<(InjectTarget, SecretString)>,
     /// The header injections, as header values made once per credential refresh (marked
     /// sensitive); `None` when a value is not a valid header value (the route answers 503).
-    headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    pub(crate) headers: Option<Vec<(HeaderName, HeaderValue)>>,
     /// Every string to scrub from what the upstream sends back.
-    scrub: Vec<SecretString>,
+    pub(crate) scrub: Vec<SecretString>,
     expires_at: Option<Instant>,
 }
 
@@ -95,20 +103,23 @@ enum CredentialState {
     Unavailable(&'static str),
 }
 
-struct Route {
-    config: RouteConfig,
+pub(crate) struct Route {
+    pub(crate) config: RouteConfig,
     client: UpstreamClient,
-    /// The keep-alive pool of HTTP/1.1 connections, for `http://` upstreams.
+    /// The keep-alive pool of HTTP/1.1 connections, for `http://` upstreams, as hyper client
+    /// connections (the hyper path).
     pool: Option<Arc<H1Pool>>,
+    /// The same upstreams' idle connections as plain sockets (the fast path).
+    pub(crate) raw_pool: Option<RawPool>,
     /// The `Host` header for the route's own upstream.
-    host: HeaderValue,
+    pub(crate) host: HeaderValue,
     /// Scheme and authority of the upstream, and its base path without a trailing `/`.
     scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    pub(crate) authority: http::uri::Authority,
     base_path: String,
     credential: watch::Receiver<CredentialState>,
     limiter: Option<TokenBucket>,
-    metrics: Arc<RouteMetrics>,
+    pub(crate) metrics: Arc<RouteMetrics>,
 }
 
 impl EgressProxy {
@@ -153,13 +164,16 @@ impl EgressProxy {
                     route_config.name
                 ))
             })?;
-            let pool = (scheme == http::uri::Scheme::HTTP).then(H1Pool::new);
+            let plain = scheme == http::uri::Scheme::HTTP;
+            let pool = plain.then(H1Pool::new);
+            let raw_pool = plain.then(RawPool::default);
             routes.insert(
                 route_config.name.clone(),
                 Arc::new(Route {
                     config: route_config.clone(),
                     client,
                     pool,
+                    raw_pool,
                     host,
                     scheme,
                     authority,
@@ -173,31 +187,169 @@ impl EgressProxy {
         Ok(EgressProxy { routes })
     }
 
-    /// Handles one request.
+    /// Handles one request (the hyper path: everything the fast path in
+    /// [`crate::egress_h1`] hands over).
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = request.method().clone();
         let uri = request.uri().clone();
         let (route, response) = self.dispatch(request).await;
-        let status = response.status().as_u16();
-        let elapsed = start.elapsed();
-        if let Some(route) = &route {
-            route.metrics.record_status(status);
-            route
-                .metrics
-                .duration_micros
-                .add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
-        }
-        crate::log_writer::egress_call(
-            route
-                .as_ref()
-                .map_or("-", |route| route.config.name.as_str()),
+        record_call(
+            route.as_deref(),
             &method,
             uri.path(),
-            status,
-            elapsed,
+            response.status().as_u16(),
+            start,
         );
         response
+    }
+
+    /// The route named by the first segment of `path`, if any.
+    pub(crate) fn route_of(&self, path: &str) -> Option<&Arc<Route>> {
+        let (name, _) = split_route(path);
+        self.routes.get(name)
+    }
+
+    /// Every check a call passes before it is forwarded, in order: route lookup, path
+    /// normalisation, the allow lists, the rate limit, the body limit and the credential's
+    /// state. Both listeners' parsers call this with what they read from the request head.
+    pub(crate) fn admit<'p>(&self, view: &RequestView<'p, '_>) -> Result<Admitted<'p>, Refusal> {
+        let (name, rest) = split_route(view.path);
+        if !crate::config::valid_route_name(name) {
+            return Err(Refusal::new(
+                None,
+                StatusCode::BAD_REQUEST,
+                "bad_route",
+                "invalid route name".into(),
+            ));
+        }
+        let Some(route) = self.routes.get(name) else {
+            return Err(Refusal::new(
+                None,
+                StatusCode::NOT_FOUND,
+                "unknown_route",
+                format!("no egress route named `{name}`"),
+            ));
+        };
+        let refuse = |status, code, message| {
+            Err(Refusal::new(Some(Arc::clone(route)), status, code, message))
+        };
+        if !path_is_clean(rest) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "path contains `.` or `..` segments".into(),
+            );
+        }
+        // Allow lists.
+        let allow = &route.config.allow;
+        if !allow.methods.is_empty() && !allow.methods.contains(view.method) {
+            route.metrics.denied.inc();
+            tracing::warn!(route = %route.config.name, method = %view.method, path = %rest, "egress call denied: method not allowed");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "method {} is not allowed on route {}",
+                    view.method, route.config.name
+                ),
+            );
+        }
+        if !allow.paths.is_empty() && !allow.paths.iter().any(|pattern| glob_match(pattern, rest)) {
+            route.metrics.denied.inc();
+            tracing::warn!(route = %route.config.name, method = %view.method, path = %rest, "egress call denied: path not allowed");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("path {rest} is not allowed on route {}", route.config.name),
+            );
+        }
+        let authority = match view.upstream_host {
+            None => None,
+            Some(value) => {
+                let host = std::str::from_utf8(value)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let permitted = allow.hosts.iter().any(|pattern| glob_match(pattern, &host));
+                match (permitted, host.parse::<http::uri::Authority>()) {
+                    (true, Ok(authority)) => Some(authority),
+                    _ => {
+                        route.metrics.denied.inc();
+                        tracing::warn!(route = %route.config.name, host = %host, "egress call denied: host not allowed");
+                        return refuse(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            "upstream host is not allowed on this route".into(),
+                        );
+                    }
+                }
+            }
+        };
+        if let Some(limiter) = &route.limiter {
+            if let Err(retry_after) = limiter.try_acquire(Instant::now()) {
+                route.metrics.rate_limited.inc();
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let mut refusal = Refusal::new(
+                    Some(Arc::clone(route)),
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "route {} allows {} requests per {}s",
+                        route.config.name,
+                        limiter.limit.requests,
+                        limiter.limit.per.as_secs()
+                    ),
+                );
+                refusal.retry_after = Some(seconds.max(1));
+                return Err(refusal);
+            }
+        }
+        let max_body = route.config.max_body_bytes;
+        if view.content_length.is_some_and(|length| length > max_body) {
+            route.metrics.too_large.inc();
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body exceeds {max_body} bytes"),
+            );
+        }
+        let unavailable = |reason: &str| {
+            route.metrics.unavailable.inc();
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "credential_unavailable",
+                reason.to_owned(),
+            )
+        };
+        let credential = match &*route.credential.borrow() {
+            CredentialState::None => None,
+            CredentialState::Ready(credential)
+                if credential
+                    .expires_at
+                    .is_none_or(|expiry| Instant::now() < expiry) =>
+            {
+                Some(Arc::clone(credential))
+            }
+            CredentialState::Ready(_) => {
+                return unavailable("the route's credential expired and was withdrawn")
+            }
+            CredentialState::Pending => {
+                return unavailable("the route's credential is not available yet")
+            }
+            CredentialState::Unavailable(reason) => return unavailable(reason),
+        };
+        if credential
+            .as_ref()
+            .is_some_and(|credential| credential.headers.is_none())
+        {
+            return unavailable("the route's credential is not a valid header value");
+        }
+        Ok(Admitted {
+            route: Arc::clone(route),
+            rest,
+            credential,
+            authority,
+        })
     }
 
     async fn dispatch(
@@ -233,188 +385,34 @@ impl EgressProxy {
             );
         }
         let request_uri = request.uri().clone();
-        let full_path = request_uri.path();
-        let trimmed = full_path.strip_prefix('/').unwrap_or(full_path);
-        let (name, rest) = match trimmed.find('/') {
-            Some(slash) => (&trimmed[..slash], &trimmed[slash..]),
-            None => (trimmed, "/"),
+        let view = RequestView {
+            method: request.method(),
+            path: request_uri.path(),
+            upstream_host: headers.get(UPSTREAM_HOST_NAME).map(HeaderValue::as_bytes),
+            content_length: headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse::<u64>().ok()),
         };
-        if !crate::config::valid_route_name(name) {
-            return (
-                None,
-                http_util::json_error(StatusCode::BAD_REQUEST, "bad_route", "invalid route name"),
-            );
-        }
-        let Some(route) = self.routes.get(name).cloned() else {
-            return (
-                None,
-                http_util::json_error(
-                    StatusCode::NOT_FOUND,
-                    "unknown_route",
-                    &format!("no egress route named `{name}`"),
-                ),
-            );
+        let Admitted {
+            route,
+            rest,
+            credential,
+            authority,
+        } = match self.admit(&view) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return (refusal.route.clone(), refusal.response()),
         };
         let route_name = Some(Arc::clone(&route));
-        if !path_is_clean(rest) {
-            return (
-                route_name,
-                http_util::json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_path",
-                    "path contains `.` or `..` segments",
-                ),
-            );
-        }
-        // Allow lists.
-        let allow = &route.config.allow;
-        if !allow.methods.is_empty() && !allow.methods.contains(request.method()) {
-            route.metrics.denied.inc();
-            tracing::warn!(route = %route.config.name, method = %request.method(), path = %rest, "egress call denied: method not allowed");
-            return (
-                route_name,
-                http_util::json_error(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    &format!(
-                        "method {} is not allowed on route {}",
-                        request.method(),
-                        route.config.name
-                    ),
-                ),
-            );
-        }
-        if !allow.paths.is_empty() && !allow.paths.iter().any(|pattern| glob_match(pattern, rest)) {
-            route.metrics.denied.inc();
-            tracing::warn!(route = %route.config.name, method = %request.method(), path = %rest, "egress call denied: path not allowed");
-            return (
-                route_name,
-                http_util::json_error(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    &format!("path {rest} is not allowed on route {}", route.config.name),
-                ),
-            );
-        }
-        let authority = match request.headers().get(UPSTREAM_HOST_NAME) {
-            None => None,
-            Some(value) => {
-                let host = value.to_str().unwrap_or_default().to_ascii_lowercase();
-                let permitted = allow.hosts.iter().any(|pattern| glob_match(pattern, &host));
-                match (permitted, host.parse::<http::uri::Authority>()) {
-                    (true, Ok(authority)) => Some(authority),
-                    _ => {
-                        route.metrics.denied.inc();
-                        tracing::warn!(route = %route.config.name, host = %host, "egress call denied: host not allowed");
-                        return (
-                            route_name,
-                            http_util::json_error(
-                                StatusCode::FORBIDDEN,
-                                "forbidden",
-                                "upstream host is not allowed on this route",
-                            ),
-                        );
-                    }
-                }
-            }
-        };
-        if let Some(limiter) = &route.limiter {
-            if let Err(retry_after) = limiter.try_acquire(Instant::now()) {
-                route.metrics.rate_limited.inc();
-                let mut response = http_util::json_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    &format!(
-                        "route {} allows {} requests per {}s",
-                        route.config.name,
-                        limiter.limit.requests,
-                        limiter.limit.per.as_secs()
-                    ),
-                );
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-                return (route_name, response);
-            }
-        }
         let max_body = route.config.max_body_bytes;
-        let declared_length = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok());
-        if declared_length.is_some_and(|length| length > max_body) {
-            route.metrics.too_large.inc();
-            return (
-                route_name,
-                http_util::json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    &format!("request body exceeds {max_body} bytes"),
-                ),
-            );
-        }
-        let credential = match &*route.credential.borrow() {
-            CredentialState::None => None,
-            CredentialState::Ready(credential)
-                if credential
-                    .expires_at
-                    .is_none_or(|expiry| Instant::now() < expiry) =>
-            {
-                Some(Arc::clone(credential))
-            }
-            CredentialState::Ready(_) => {
-                route.metrics.unavailable.inc();
-                return (
-                    route_name,
-                    http_util::json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "credential_unavailable",
-                        "the route's credential expired and was withdrawn",
-                    ),
-                );
-            }
-            CredentialState::Pending => {
-                route.metrics.unavailable.inc();
-                return (
-                    route_name,
-                    http_util::json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "credential_unavailable",
-                        "the route's credential is not available yet",
-                    ),
-                );
-            }
-            CredentialState::Unavailable(reason) => {
-                route.metrics.unavailable.inc();
-                return (
-                    route_name,
-                    http_util::json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "credential_unavailable",
-                        reason,
-                    ),
-                );
-            }
-        };
         // Build the upstream request.
         let upgrade = http_util::is_upgrade(&request);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let query = build_query(parts.uri.query(), credential.as_deref());
         let pooled = route.pool.as_ref();
-        let path_and_query = {
-            let query_len = query.as_ref().map_or(0, |query| query.len() + 1);
-            let mut text = String::with_capacity(route.base_path.len() + rest.len() + query_len);
-            text.push_str(&route.base_path);
-            text.push_str(rest);
-            if let Some(query) = &query {
-                text.push('?');
-                text.push_str(query);
-            }
-            http::uri::PathAndQuery::from_maybe_shared(Bytes::from(text))
-        };
+        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(
+            upstream_target(&route, rest, parts.uri.query(), credential.as_deref()),
+        ));
         let uri = match path_and_query {
             // The pool speaks to the upstream directly: origin-form.
             Ok(path_and_query) if pooled.is_some() => Ok(Uri::from(path_and_query)),
@@ -435,9 +433,9 @@ impl EgressProxy {
         parts.version = http::Version::HTTP_11;
         let headers = &mut parts.headers;
         http_util::strip_hop_by_hop(headers, upgrade);
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(X_API_KEY);
-        headers.remove(UPSTREAM_HOST_NAME);
+        for name in CLIENT_HEADERS_DROPPED {
+            headers.remove(name);
+        }
         match &authority {
             None => {
                 headers.insert(header::HOST, route.host.clone());
@@ -451,18 +449,10 @@ impl EgressProxy {
                 }
             },
         }
-        if let Some(credential) = &credential {
-            let Some(injected) = &credential.headers else {
-                route.metrics.unavailable.inc();
-                return (
-                    route_name,
-                    http_util::json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "credential_unavailable",
-                        "the route's credential is not a valid header value",
-                    ),
-                );
-            };
+        if let Some(injected) = credential
+            .as_ref()
+            .and_then(|credential| credential.headers.as_ref())
+        {
             for (name, _) in injected {
                 headers.remove(name);
             }
@@ -500,20 +490,8 @@ impl EgressProxy {
                         ),
                     );
                 }
-                route.metrics.upstream_errors.inc();
                 let detail = http_util::error_chain(&*error);
-                tracing::warn!(route = %route.config.name, error = %detail, "upstream unreachable");
-                return (
-                    route_name,
-                    http_util::json_error(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        &format!(
-                            "could not reach the upstream of route {}",
-                            route.config.name
-                        ),
-                    ),
-                );
+                return (route_name, upstream_unreachable(&route, &detail).response());
             }
         };
         let status = response.status();
@@ -551,17 +529,7 @@ impl EgressProxy {
         if status.as_u16() >= 400 && !scrub.is_empty() {
             let bytes = match collect_limited(body, MAX_SCRUB_BYTES).await {
                 Some(bytes) => bytes,
-                None => {
-                    parts.headers.remove(header::CONTENT_LENGTH);
-                    return (
-                        route_name,
-                        http_util::json_error(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_error",
-                            "the upstream's error response was too large or broken",
-                        ),
-                    );
-                }
+                None => return (route_name, upstream_error_unscrubbable().response()),
             };
             let cleaned = scrub_bytes(&bytes, scrub);
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -575,6 +543,156 @@ impl EgressProxy {
         }
         (route_name, Response::from_parts(parts, body))
     }
+}
+
+/// What the checks look at in a request: enough for either listener's parser to fill in
+/// without building a `Request`.
+pub(crate) struct RequestView<'p, 'h> {
+    pub(crate) method: &'h http::Method,
+    /// The path as the client sent it (`/<route>/...`), without the query.
+    pub(crate) path: &'p str,
+    /// The `x-ward-upstream-host` header, if sent.
+    pub(crate) upstream_host: Option<&'h [u8]>,
+    /// The declared body length.
+    pub(crate) content_length: Option<u64>,
+}
+
+/// A call the checks let through.
+pub(crate) struct Admitted<'p> {
+    pub(crate) route: Arc<Route>,
+    /// The path below the route's name.
+    pub(crate) rest: &'p str,
+    pub(crate) credential: Option<Arc<Credential>>,
+    /// The upstream host the client picked with `x-ward-upstream-host`, if any.
+    pub(crate) authority: Option<http::uri::Authority>,
+}
+
+/// A call the checks refused, and the JSON error that answers it.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// The route the call named, if it exists (for its metrics and the call log).
+    pub(crate) route: Option<Arc<Route>>,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    /// Seconds, for `Retry-After`.
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Refusal {
+    fn new(
+        route: Option<Arc<Route>>,
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    ) -> Refusal {
+        Refusal {
+            route,
+            status,
+            code,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// The refusal as a hyper response.
+    fn response(&self) -> Response<ProxyBody> {
+        let mut response = http_util::json_error(self.status, self.code, &self.message);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// The answer when the upstream cannot be reached (connect or I/O failure before a response).
+pub(crate) fn upstream_unreachable(route: &Route, detail: &str) -> Refusal {
+    route.metrics.upstream_errors.inc();
+    tracing::warn!(route = %route.config.name, error = %detail, "upstream unreachable");
+    Refusal::new(
+        None,
+        StatusCode::BAD_GATEWAY,
+        "upstream_unreachable",
+        format!(
+            "could not reach the upstream of route {}",
+            route.config.name
+        ),
+    )
+}
+
+/// The answer when an error response could not be scrubbed (too large or broken).
+pub(crate) fn upstream_error_unscrubbable() -> Refusal {
+    Refusal::new(
+        None,
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        "the upstream's error response was too large or broken".into(),
+    )
+}
+
+/// Counts a finished call in the route's metrics and writes its log line (never the key).
+/// `start` is when the request head was read; the duration runs to the response head.
+pub(crate) fn record_call(
+    route: Option<&Route>,
+    method: &http::Method,
+    path: &str,
+    status: u16,
+    start: Instant,
+) {
+    let elapsed = start.elapsed();
+    if let Some(route) = route {
+        route.metrics.record_status(status);
+        route
+            .metrics
+            .duration_micros
+            .add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+    crate::log_writer::egress_call(
+        route.map_or("-", |route| route.config.name.as_str()),
+        method,
+        path,
+        status,
+        elapsed,
+    );
+}
+
+/// Splits `/<route>/<rest>` into the route name and the rest (`/` when empty).
+fn split_route(path: &str) -> (&str, &str) {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    match trimmed.find('/') {
+        Some(slash) => (&trimmed[..slash], &trimmed[slash..]),
+        None => (trimmed, "/"),
+    }
+}
+
+/// The origin-form target sent upstream: the route's base path, the rest of the client's
+/// path, and the query with the route's query injections.
+pub(crate) fn upstream_target(
+    route: &Route,
+    rest: &str,
+    client_query: Option<&str>,
+    credential: Option<&Credential>,
+) -> String {
+    let query = build_query(client_query, credential);
+    let query_len = query.as_ref().map_or(0, |query| query.len() + 1);
+    let mut text = String::with_capacity(route.base_path.len() + rest.len() + query_len);
+    text.push_str(&route.base_path);
+    text.push_str(rest);
+    if let Some(query) = &query {
+        text.push('?');
+        text.push_str(query);
+    }
+    text
 }
 
 /// Reads a body to its end, or `None` if it fails or grows past `limit` bytes.
@@ -773,7 +891,7 @@ fn scrub_headers(headers: &mut http::HeaderMap, scrub: &[SecretString]) {
     }
 }
 
-fn contains_any(haystack: &[u8], scrub: &[SecretString]) -> bool {
+pub(crate) fn contains_any(haystack: &[u8], scrub: &[SecretString]) -> bool {
     scrub
         .iter()
         .any(|needle| find(haystack, needle.expose().as_bytes()).is_some())
@@ -789,7 +907,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Replaces every occurrence of each scrub string with `[REDACTED]`.
-fn scrub_bytes(input: &[u8], scrub: &[SecretString]) -> Bytes {
+pub(crate) fn scrub_bytes(input: &[u8], scrub: &[SecretString]) -> Bytes {
     let mut current = input.to_vec();
     for needle in scrub {
         let needle = needle.expose().as_bytes();
@@ -1063,27 +1181,38 @@ pub fn spawn_dedicated(
     Ok(())
 }
 
-/// Serves the egress listener until shutdown.
+/// Serves the egress listener until shutdown: each connection starts on the HTTP/1.1 fast
+/// path ([`crate::egress_h1`]), which hands what it does not serve to hyper.
 pub async fn serve(
     proxy: Arc<EgressProxy>,
     listener: tokio::net::TcpListener,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    http_util::accept_tcp(
-        listener,
-        None,
-        shutdown,
-        move |request| {
-            let proxy = Arc::clone(&proxy);
-            async move { proxy.handle(request).await }
-        },
-        bad_request,
-    )
-    .await;
+    let _anchor = http_util::timer_anchor();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(crate::egress_h1::serve_connection(
+                    Arc::clone(&proxy),
+                    stream,
+                ));
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// The egress proxy's wording of a 400 its listener answers itself.
-fn bad_request(status: StatusCode, message: &str) -> Response<ProxyBody> {
+pub(crate) fn bad_request(status: StatusCode, message: &str) -> Response<ProxyBody> {
     http_util::json_error(status, "bad_request", message)
 }
 

@@ -47,7 +47,7 @@ where
 
 /// A JSON error answer: `{"error": code, "message": ...}` plus any extra fields.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let body = json_error_body(code, message);
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -55,6 +55,11 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Pro
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The body of [`json_error`], for a listener that writes its responses itself.
+pub fn json_error_body(code: &str, message: &str) -> String {
+    serde_json::json!({ "error": code, "message": message }).to_string()
 }
 
 /// Vault's error shape, for the API proxy: `{"errors": [...]}`.
@@ -104,7 +109,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // `TE: trailers` is end-to-end in practice (gRPC needs it); anything else goes.
     let te_trailers = headers
         .get(header::TE)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        .is_some_and(|value| te_is_trailers(value.as_bytes()));
     if !te_trailers {
         headers.remove(header::TE);
     }
@@ -116,17 +121,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The hop-by-hop headers (RFC 9110 §7.6.1), besides any a `Connection` header names; never
+/// forwarded in either direction (`TE: trailers` aside, and the upgrade pair of a WebSocket
+/// handshake).
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::UPGRADE,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
+
 /// True for the headers [`strip_hop_by_hop`] always looks at (`Connection` names any others).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::TRAILER
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::TE
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    HOP_BY_HOP.contains(name)
+}
+
+/// [`is_hop_by_hop`] for a header name as raw text, in any case.
+pub fn is_hop_by_hop_name(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().eq_ignore_ascii_case(name))
+}
+
+/// True for a `TE` value that stays end to end: `trailers` (gRPC needs it).
+pub fn te_is_trailers(value: &[u8]) -> bool {
+    value.eq_ignore_ascii_case(b"trailers")
 }
 
 /// True for a request asking to switch protocols (a WebSocket handshake).
@@ -177,6 +201,21 @@ where
     S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    serve_connection_with_prefix(io, Vec::new(), service, error_responder);
+}
+
+/// [`serve_connection`] for a connection of which `prefix` was already read (starting at a
+/// request head): hyper and the framing inspection read it first.
+pub fn serve_connection_with_prefix<I, S, F>(
+    io: I,
+    prefix: Vec<u8>,
+    service: S,
+    error_responder: ErrorResponder,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let service = Arc::new(service);
     tokio::spawn(async move {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -186,7 +225,7 @@ where
             .header_read_timeout(Duration::from_secs(30))
             .keep_alive(true);
         let verdicts = Arc::new(Verdicts::default());
-        let io = InspectedIo::new(io, Arc::clone(&verdicts));
+        let io = InspectedIo::with_prefix(io, prefix, Arc::clone(&verdicts));
         let hyper_service = hyper::service::service_fn(move |request| {
             let refused = verdicts.next_is_refused();
             let service = Arc::clone(&service);
@@ -240,7 +279,7 @@ const TIMER_ANCHOR_PERIOD: Duration = Duration::from_secs(10);
 /// unparks its driver (an eventfd write plus an extra `epoll_wait` return) on every request;
 /// with an earlier timer always pending it never is, and the only cost is one wake-up every
 /// ten seconds.
-fn timer_anchor() -> AbortOnDrop {
+pub(crate) fn timer_anchor() -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async {
         loop {
             tokio::time::sleep(TIMER_ANCHOR_PERIOD).await;
@@ -248,7 +287,7 @@ fn timer_anchor() -> AbortOnDrop {
     }))
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod egress;
+mod egress_h1;
 pub mod fsutil;
 pub mod http_util;
 pub mod log_writer;

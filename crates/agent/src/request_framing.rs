@@ -57,13 +57,24 @@ impl Verdicts {
 /// A connection whose incoming bytes are followed request by request.
 pub struct InspectedIo<IO> {
     io: IO,
+    /// Bytes already read from `io` by someone else (the egress fast path handing a
+    /// connection over), read again before `io`; they start at a request head.
+    prefix: Vec<u8>,
+    n_prefix_read: usize,
     framing: Framing,
 }
 
 impl<IO> InspectedIo<IO> {
     pub fn new(io: IO, verdicts: Arc<Verdicts>) -> InspectedIo<IO> {
+        InspectedIo::with_prefix(io, Vec::new(), verdicts)
+    }
+
+    /// A connection of which `prefix` was already read: it is read again first.
+    pub fn with_prefix(io: IO, prefix: Vec<u8>, verdicts: Arc<Verdicts>) -> InspectedIo<IO> {
         InspectedIo {
             io,
+            prefix,
+            n_prefix_read: 0,
             framing: Framing::new(verdicts),
         }
     }
@@ -77,7 +88,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for InspectedIo<IO> {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let rest = this.prefix.get(this.n_prefix_read..).unwrap_or_default();
+        let polled = if rest.is_empty() {
+            Pin::new(&mut this.io).poll_read(cx, buf)
+        } else {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.n_prefix_read += n;
+            if this.n_prefix_read == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.n_prefix_read = 0;
+            }
+            Poll::Ready(Ok(()))
+        };
         if matches!(polled, Poll::Ready(Ok(()))) && !this.framing.is_off() {
             if let Some(read) = buf.filled().get(before..) {
                 this.framing.feed(read);

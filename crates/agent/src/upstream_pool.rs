@@ -9,7 +9,9 @@
 //! be written on a reused connection (the upstream closed it while idle) is retried once on a
 //! fresh one, as the legacy client does.
 //!
-//! Only `http://` upstreams use it; `https://` ones keep the legacy client, which negotiates
+//! [`RawPool`] keeps the same kind of connections as plain sockets for the egress fast path.
+//!
+//! Only `http://` upstreams use them; `https://` ones keep the legacy client, which negotiates
 //! HTTP/2 where the upstream offers it.
 
 use std::future::Future;
@@ -24,6 +26,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::http_util::{BoxError, ProxyBody};
@@ -163,6 +166,24 @@ impl H1Pool {
 }
 
 async fn connect(authority: &Authority) -> Result<Sender, BoxError> {
+    let stream = connect_tcp(authority).await?;
+    let (sender, connection) = match http1::Builder::new()
+        .handshake::<_, ProxyBody>(TokioIo::new(stream))
+        .await
+    {
+        Ok(handshake) => handshake,
+        Err(error) => return Err(Box::new(error)),
+    };
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Opens a TCP connection to `authority` (`TCP_NODELAY`, TCP keep-alive, 10 s to connect).
+pub async fn connect_tcp(authority: &Authority) -> Result<TcpStream, BoxError> {
     let host = authority.host();
     let host = host
         .strip_prefix('[')
@@ -189,24 +210,65 @@ async fn connect(authority: &Authority) -> Result<Sender, BoxError> {
         }))
     })
     .await;
-    let stream = match stream {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Err(Box::new(error)),
-        Err(_) => return Err(format!("connecting to {authority} timed out").into()),
-    };
-    let (sender, connection) = match http1::Builder::new()
-        .handshake::<_, ProxyBody>(TokioIo::new(stream))
-        .await
-    {
-        Ok(handshake) => handshake,
-        Err(error) => return Err(Box::new(error)),
-    };
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%error, "upstream connection ended with an error");
+    match stream {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(Box::new(error)),
+        Err(_) => Err(format!("connecting to {authority} timed out").into()),
+    }
+}
+
+/// Idle keep-alive connections to one upstream as plain sockets, for the egress fast path
+/// ([`crate::egress_h1`]), which speaks HTTP/1.1 on them itself. A connection is checked out
+/// for one exchange and checked in only when that exchange ended cleanly framed.
+#[derive(Default)]
+pub struct RawPool {
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+impl std::fmt::Debug for RawPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawPool").finish_non_exhaustive()
+    }
+}
+
+impl RawPool {
+    /// The most recently used idle connection that is still open and quiet, if any.
+    pub fn checkout(&self) -> Option<TcpStream> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        while let Some((stream, since)) = idle.pop() {
+            if now.saturating_duration_since(since) >= IDLE_TIMEOUT {
+                continue;
+            }
+            // An idle connection has nothing to say: end of stream means the upstream closed
+            // it, and bytes mean it broke framing. tokio answers from its readiness state, so
+            // a quiet connection usually costs no system call here.
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Some(stream)
+                }
+                _ => continue,
+            }
         }
-    });
-    Ok(sender)
+        None
+    }
+
+    /// Returns a connection whose last exchange ended cleanly.
+    pub fn checkin(&self, stream: TcpStream) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() >= MAX_IDLE {
+            // Drop the oldest.
+            idle.remove(0);
+        }
+        idle.push((stream, Instant::now()));
+    }
 }
 
 /// A response body that hands its connection back to the pool once read to the end.

@@ -90,6 +90,15 @@ async fn wait_ready(base: &str, path: &str) {
     }
 }
 
+/// A plain-http route injecting a bearer token (served by the fast path).
+const HTTP_BEARER_ROUTE: &str = r#"
+  route "bearer" {
+    upstream = "UPSTREAM"
+    credential = "secret/data/agents/openai"
+    inject { header = "Authorization"  value = "Bearer {{ .Data.data.api_key }}" }
+  }
+"#;
+
 const OPENAI_ROUTE: &str = r#"
   route "openai" {
     upstream = "UPSTREAM"
@@ -392,21 +401,14 @@ async fn egress_streams_server_sent_events_as_they_arrive() {
 #[tokio::test]
 async fn egress_passes_websocket_upgrades_through() {
     let upstream = Upstream::start_http().await;
-    let routes = r#"
-  route "ws" {
-    upstream = "UPSTREAM"
-    credential = "secret/data/agents/openai"
-    inject { header = "Authorization"  value = "Bearer {{ .Data.data.api_key }}" }
-  }
-"#;
-    let (_vault, _dir, agent, base) = egress_agent(&upstream, routes).await;
-    wait_ready(&base, "/ws/ready").await;
+    let (_vault, _dir, agent, base) = egress_agent(&upstream, HTTP_BEARER_ROUTE).await;
+    wait_ready(&base, "/bearer/ready").await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(agent.egress_address.expect("egress"))
         .await
         .expect("connect");
     stream
-        .write_all(b"GET /ws/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .write_all(b"GET /bearer/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         .await
         .expect("write");
     let mut head = Vec::new();
@@ -600,6 +602,211 @@ async fn egress_replaces_pooled_connections_the_upstream_closed() {
             .await
             .expect("the upstream closed its connection");
     }
+}
+
+/// A one-shot raw upstream: answers every request on every connection with `response`
+/// (then keeps the connection open), so tests can send what no well-behaved server would.
+async fn raw_upstream(response: &'static [u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                loop {
+                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    head.clear();
+                    if stream.write_all(response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+const OPEN_ROUTE: &str = r#"
+  route "open" {
+    upstream = "UPSTREAM"
+  }
+"#;
+
+/// Request heads the fast path cannot frame unambiguously are answered 400 (or 431 when too
+/// large) and the connection is closed; none reaches the upstream.
+#[tokio::test]
+async fn egress_fast_path_refuses_ambiguous_request_heads() {
+    let upstream = Upstream::start_http().await;
+    let (_vault, _dir, agent, _base) = egress_agent(&upstream, OPEN_ROUTE).await;
+    let address = agent.egress_address.expect("egress");
+    let huge = format!(
+        "GET /open/x HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("two equal Content-Length", b"POST /open/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", "400"),
+        ("Content-Length not a number", b"POST /open/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5x\r\n\r\nhello", "400"),
+        ("Content-Length with a sign", b"POST /open/x HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", "400"),
+        ("Content-Length list", b"POST /open/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello", "400"),
+        ("obs-fold", b"GET /open/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", "400"),
+        ("NUL in a value", b"GET /open/x HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n", "400"),
+        ("CR in a value", b"GET /open/x HTTP/1.1\r\nHost: x\r\nX-Cr: a\rb\r\n\r\n", "400"),
+        ("space before the colon", b"GET /open/x HTTP/1.1\r\nHost: x\r\nContent-Length : 0\r\n\r\n", "400"),
+        ("head too large", huge.as_bytes(), "431"),
+    ];
+    for (name, request, status) in cases {
+        let response = support::raw_request_until_closed(address, request).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{name}: {response}"
+        );
+        assert_eq!(
+            response.matches("HTTP/1.1 ").count(),
+            1,
+            "{name}: {response}"
+        );
+    }
+    assert_eq!(
+        upstream.count(),
+        0,
+        "no ambiguous request reached the upstream"
+    );
+}
+
+/// Bodies are consumed by their length exactly: a pipelined request after a body is served
+/// as the next request, and a body that looks like a request is only a body. Bare-LF heads
+/// are accepted (as hyper does) and forwarded with CRLF.
+#[tokio::test]
+async fn egress_fast_path_frames_pipelined_requests_exactly() {
+    let upstream = Upstream::start_http().await;
+    let (_vault, _dir, agent, _base) = egress_agent(&upstream, OPEN_ROUTE).await;
+    let address = agent.egress_address.expect("egress");
+    let inner = "GET /open/hidden HTTP/1.1\r\nHost: x\r\n\r\n";
+    let pipelined = format!(
+        "POST /open/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+         POST /open/b HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inner}\
+         GET /open/c HTTP/1.1\nHost: x\n\n\
+         GET /open/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        inner.len()
+    );
+    let response = support::raw_request_until_closed(address, pipelined.as_bytes()).await;
+    assert_eq!(response.matches("HTTP/1.1 200").count(), 4, "{response}");
+    let received: Vec<(String, usize)> = upstream
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|received| (received.path.clone(), received.body_len))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("/a".to_owned(), 5),
+            ("/b".to_owned(), inner.len()),
+            ("/c".to_owned(), 0),
+            ("/d".to_owned(), 0)
+        ]
+    );
+}
+
+/// On the fast path (a plain-http route) the client's own credentials and hop-by-hop
+/// headers, including those its `Connection` header names, never reach the upstream; the
+/// route's key does, and the key is scrubbed from response headers.
+#[tokio::test]
+async fn egress_fast_path_replaces_client_credentials_and_hop_by_hop_headers() {
+    let upstream = Upstream::start_http().await;
+    let (_vault, _dir, agent, base) = egress_agent(&upstream, HTTP_BEARER_ROUTE).await;
+    wait_ready(&base, "/bearer/ready").await;
+    let address = agent.egress_address.expect("egress");
+    let response = support::raw_request(
+        address,
+        b"POST /bearer/v1/x?q=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mine\r\nauthorization: Bearer mine-too\r\nX-Api-Key: mine\r\nProxy-Authorization: Basic bWluZQ==\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: gzip\r\nX-End: stays\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let received = upstream.last();
+    let bearer = format!("Bearer {API_KEY}");
+    let authorizations: Vec<_> = received.headers.get_all("authorization").iter().collect();
+    assert_eq!(authorizations, vec![bearer.as_str()]);
+    for name in [
+        "x-api-key",
+        "proxy-authorization",
+        "x-hop",
+        "keep-alive",
+        "te",
+        "connection",
+    ] {
+        assert!(!received.headers.contains_key(name), "{name} was forwarded");
+    }
+    assert_eq!(received.headers["x-end"], "stays");
+    assert_eq!(
+        received.headers["host"],
+        upstream.url().trim_start_matches("http://")
+    );
+    assert_eq!(received.query.as_deref(), Some("q=1"));
+    assert_eq!(received.body_len, 2);
+    let response = support::raw_request(
+        address,
+        b"GET /bearer/v1/error-echo HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert!(!response.contains(API_KEY), "{response}");
+    assert!(response.contains("[REDACTED]"), "{response}");
+}
+
+/// A chunked response is decoded strictly and re-chunked as it arrives; a malformed chunk
+/// closes the client connection instead of relaying a guess, and a response with both
+/// framing headers is answered 502.
+#[tokio::test]
+async fn egress_fast_path_refuses_misframed_upstream_responses() {
+    let good = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n5;e=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n").await;
+    let bad_chunk = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled").await;
+    let both = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    let unused = Upstream::start_http().await;
+    let routes = format!(
+        "route \"good\" {{\n upstream = \"http://127.0.0.1:{good}\"\n }}\n\
+         route \"badchunk\" {{\n upstream = \"http://127.0.0.1:{bad_chunk}\"\n }}\n\
+         route \"both\" {{\n upstream = \"http://127.0.0.1:{both}\"\n }}"
+    );
+    let (_vault, _dir, agent, base) = egress_agent(&unused, &routes).await;
+    let address = agent.egress_address.expect("egress");
+    let client = support::http_client();
+    let response = client
+        .get(format!("{base}/good/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-up"], "1");
+    assert_eq!(response.text().await.expect("body"), "hello world");
+    let relayed = support::raw_request_until_closed(
+        address,
+        b"GET /badchunk/x HTTP/1.1\r\nHost: x\r\n\r\nGET /badchunk/y HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    // The body broke off at the bad chunk: the client gets at most the response head, then
+    // a closed connection; the bytes after the bad chunk are never relayed as a response.
+    assert!(!relayed.contains("smuggled"), "{relayed}");
+    assert!(relayed.matches("HTTP/1.1 ").count() <= 1, "{relayed}");
+    let response = client
+        .get(format!("{base}/both/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 502);
 }
 
 #[tokio::test]
