@@ -1,22 +1,36 @@
 //! The egress credential proxy: `http://127.0.0.1:8100/<route>/<path>` → `<upstream>/<path>`
 //! with the route's credential injected, so the agent application never holds the key.
 //!
+//! How a call flows. The listener runs on a thread of its own ([`spawn_dedicated`]) and gives
+//! each client connection one task that starts on the HTTP/1.1 fast path
+//! (`egress_h1`): it parses the request head with `httparse`, runs the checks below
+//! (`EgressProxy::admit`), writes the upstream request (head and body, one buffer) to a
+//! plain socket taken from the route's [`RawPool`], parses the response head and relays the
+//! body by its length or chunk by chunk. What that path does not take (HTTP/1.0 or HTTP/2,
+//! upgrades, `Expect`, `Transfer-Encoding` on the request, bodies over 64 KiB,
+//! `x-ward-upstream-host`, `https://` routes) moves with the bytes already read, for the rest
+//! of the connection, to hyper: [`EgressProxy::handle`], which runs the same checks and
+//! forwards through [`H1Pool`] (plain http) or the legacy client (https, HTTP/2 where offered).
+//!
 //! Per request, in order: request-smuggling checks (both `Content-Length` and
-//! `Transfer-Encoding` → 400 and the connection closed, answered by the listener before this
-//! handler, see [`crate::request_framing`]; hyper itself rejects conflicting lengths and bad
-//! chunking), route
+//! `Transfer-Encoding` → 400 and the connection closed, answered on the hyper path by the
+//! listener before the handler, see [`crate::request_framing`]; a second or invalid
+//! `Content-Length`, a head `httparse` refuses, or a head over 64 KiB → 400/431 and closed on
+//! the fast path; hyper rejects conflicting lengths and bad chunking), route
 //! lookup, path normalisation (no `.`/`..` segments, raw or percent-encoded), the allow lists
 //! (methods, path globs, hosts → 403), the token-bucket rate limit (→ 429 with `Retry-After`),
 //! the body limit (→ 413), and the credential's state (not ready, withdrawn or expired → 503).
-//! The client's own `Authorization`, `x-api-key` and `Proxy-Authorization` headers are removed,
-//! as are hop-by-hop headers; the credential is added as a header or query parameter.
+//! The client's own `Authorization`, `x-api-key` and `Proxy-Authorization` headers are removed
+//! (`CLIENT_HEADERS_DROPPED`), as are hop-by-hop headers ([`http_util::HOP_BY_HOP`] and
+//! those `Connection` names); the credential is added as a header or query parameter.
 //!
 //! Responses stream through unbuffered (server-sent events and chunked bodies arrive as they
 //! are sent), WebSocket upgrades are joined end to end, and the injected value is scrubbed from
 //! response headers and from the bodies of error responses (status ≥ 400, up to 1 MiB). The
 //! credential lives in memory only, as [`SecretString`]s rendered from the secret cache, and is
 //! rebuilt whenever the cache publishes a new value. Each call is counted and logged once with
-//! route, method, path, status and duration (time to response headers), never the key.
+//! route, method, path, status and duration (time to response headers), never the key
+//! (`record_call`, on both paths).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -188,7 +202,7 @@ impl EgressProxy {
     }
 
     /// Handles one request (the hyper path: everything the fast path in
-    /// [`crate::egress_h1`] hands over).
+    /// `egress_h1` hands over).
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = request.method().clone();
@@ -1153,11 +1167,11 @@ impl TokenBucket {
 /// Serves the egress listener on a thread of its own with a single-threaded runtime, until
 /// shutdown (or until the shutdown sender is dropped).
 ///
-/// Why: every proxied call crosses two HTTP/1.1 connections and three tasks (the client's
-/// connection, the request, the upstream connection); on one thread those wake-ups are plain
-/// queue pushes, whereas the multi-threaded scheduler pays for atomics, work-stealing
-/// bookkeeping and cross-thread notifications. Measured on the egress benchmark, about 10%
-/// less CPU per call. One core serves tens of thousands of calls per second, far above what
+/// Why: every proxied call crosses two HTTP/1.1 connections, and on the hyper path three
+/// tasks (the client's connection, the request, the upstream connection); on one thread
+/// those wake-ups are plain queue pushes, whereas the multi-threaded scheduler pays for
+/// atomics, work-stealing bookkeeping and cross-thread notifications. Measured on the egress
+/// benchmark (with the hyper path alone), about 10% less CPU per call. One core serves tens of thousands of calls per second, far above what
 /// an agent's LLM traffic needs, and the rest of the agent keeps the main runtime.
 pub fn spawn_dedicated(
     proxy: Arc<EgressProxy>,
@@ -1182,7 +1196,7 @@ pub fn spawn_dedicated(
 }
 
 /// Serves the egress listener until shutdown: each connection starts on the HTTP/1.1 fast
-/// path ([`crate::egress_h1`]), which hands what it does not serve to hyper.
+/// path (`egress_h1`), which hands what it does not serve to hyper.
 pub async fn serve(
     proxy: Arc<EgressProxy>,
     listener: tokio::net::TcpListener,

@@ -141,7 +141,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// [`is_hop_by_hop`] for a header name as raw text, in any case.
+/// True for a hop-by-hop header name given as raw text, in any case.
 pub fn is_hop_by_hop_name(name: &str) -> bool {
     HOP_BY_HOP
         .iter()

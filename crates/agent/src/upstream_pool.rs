@@ -218,7 +218,7 @@ pub async fn connect_tcp(authority: &Authority) -> Result<TcpStream, BoxError> {
 }
 
 /// Idle keep-alive connections to one upstream as plain sockets, for the egress fast path
-/// ([`crate::egress_h1`]), which speaks HTTP/1.1 on them itself. A connection is checked out
+/// (`egress_h1`), which speaks HTTP/1.1 on them itself. A connection is checked out
 /// for one exchange and checked in only when that exchange ended cleanly framed.
 #[derive(Default)]
 pub struct RawPool {
