@@ -809,6 +809,116 @@ async fn egress_fast_path_refuses_misframed_upstream_responses() {
     assert_eq!(response.status(), 502);
 }
 
+/// A pooled connection that the upstream closes after reading the next request, before any
+/// response byte: the fast path sends that request again, once, on a fresh connection (its
+/// body is in hand), so the call succeeds.
+#[tokio::test]
+async fn egress_fast_path_retries_a_reused_connection_that_dies_before_responding() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let n_requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&n_requests);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = std::sync::Arc::clone(&counted);
+            tokio::spawn(async move {
+                // Answer the first request on each connection; close on the second.
+                for answer in [true, false] {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if !answer {
+                        return;
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    let unused = Upstream::start_http().await;
+    let routes = format!("route \"flaky\" {{\n upstream = \"http://127.0.0.1:{port}\"\n }}");
+    let (_vault, _dir, _agent, base) = egress_agent(&unused, &routes).await;
+    let client = support::http_client();
+    for call in 0..2 {
+        let response = client
+            .post(format!("{base}/flaky/x"))
+            .body("payload")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "call {call}");
+        assert_eq!(response.text().await.expect("body"), "ok");
+    }
+    assert_eq!(
+        n_requests.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "the second call was sent twice: once on the dying connection, once on a fresh one"
+    );
+}
+
+/// Responses without a body (to HEAD, 204, 304) are relayed head only, keeping the
+/// connection usable; requests the fast path does not take (HTTP/1.0, `Expect`) are served
+/// by the hyper path on the same listener.
+#[tokio::test]
+async fn egress_fast_path_relays_bodiless_responses_and_hands_over_the_rest() {
+    let no_content = raw_upstream(b"HTTP/1.1 204 No Content\r\nX-Up: 1\r\n\r\n").await;
+    let upstream = Upstream::start_http().await;
+    let routes = format!(
+        "{OPEN_ROUTE}\nroute \"empty\" {{\n upstream = \"http://127.0.0.1:{no_content}\"\n }}"
+    );
+    let (_vault, _dir, agent, _base) = egress_agent(&upstream, &routes).await;
+    let address = agent.egress_address.expect("egress");
+    let response = support::raw_request_until_closed(
+        address,
+        b"HEAD /open/h HTTP/1.1\r\nHost: x\r\n\r\nGET /empty/e HTTP/1.1\r\nHost: x\r\n\r\nGET /open/g HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let statuses: Vec<&str> = response
+        .match_indices("HTTP/1.1 ")
+        .map(|(start, _)| &response[start + 9..start + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "204", "200"], "{response}");
+    let head_response = &response[..response.find("HTTP/1.1 204").expect("204")];
+    assert!(
+        head_response.to_lowercase().contains("content-length: "),
+        "{response}"
+    );
+    assert!(
+        head_response.ends_with("\r\n\r\n"),
+        "no body after HEAD: {response}"
+    );
+    for request in [
+        &b"GET /open/old HTTP/1.0\r\nHost: x\r\n\r\n"[..],
+        b"POST /open/expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    ] {
+        let response = support::raw_request_until_closed(address, request).await;
+        assert!(
+            response.contains(" 200 OK"),
+            "{}: {response}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    let paths: Vec<String> = upstream
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|received| received.path.clone())
+        .collect();
+    assert_eq!(paths, ["/h", "/g", "/old", "/expect"]);
+}
+
 #[tokio::test]
 async fn auto_auth_token_file_writes_sink_and_renews() {
     let vault = FakeVault::start().await;
