@@ -424,9 +424,15 @@ impl EgressProxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let pooled = route.pool.as_ref();
-        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(
-            upstream_target(&route, rest, parts.uri.query(), credential.as_deref()),
-        ));
+        let mut target = Vec::with_capacity(route.base_path.len() + parts.uri.path().len() + 64);
+        push_upstream_target(
+            &mut target,
+            &route,
+            rest,
+            parts.uri.query(),
+            credential.as_deref(),
+        );
+        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(target));
         let uri = match path_and_query {
             // The pool speaks to the upstream directly: origin-form.
             Ok(path_and_query) if pooled.is_some() => Ok(Uri::from(path_and_query)),
@@ -689,24 +695,21 @@ fn split_route(path: &str) -> (&str, &str) {
     }
 }
 
-/// The origin-form target sent upstream: the route's base path, the rest of the client's
-/// path, and the query with the route's query injections.
-pub(crate) fn upstream_target(
+/// Appends the origin-form target sent upstream: the route's base path, the rest of the
+/// client's path, and the query with the route's query injections.
+pub(crate) fn push_upstream_target(
+    out: &mut Vec<u8>,
     route: &Route,
     rest: &str,
     client_query: Option<&str>,
     credential: Option<&Credential>,
-) -> String {
-    let query = build_query(client_query, credential);
-    let query_len = query.as_ref().map_or(0, |query| query.len() + 1);
-    let mut text = String::with_capacity(route.base_path.len() + rest.len() + query_len);
-    text.push_str(&route.base_path);
-    text.push_str(rest);
-    if let Some(query) = &query {
-        text.push('?');
-        text.push_str(query);
+) {
+    out.extend_from_slice(route.base_path.as_bytes());
+    out.extend_from_slice(rest.as_bytes());
+    if let Some(query) = build_query(client_query, credential) {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
     }
-    text
 }
 
 /// Reads a body to its end, or `None` if it fails or grows past `limit` bytes.

@@ -28,6 +28,7 @@
 //! never reused after anything but a cleanly framed response. Chunked bodies are decoded and
 //! re-chunked as they arrive, so server-sent events stream through.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -354,8 +355,7 @@ impl Connection {
         let close_client = call.client_close || head.framing == Framing::UntilClose;
         match head.framing {
             Framing::Length(length) => {
-                self.out
-                    .extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+                let _ = write!(self.out, "content-length: {length}\r\n");
             }
             Framing::Chunked => self
                 .out
@@ -553,8 +553,7 @@ impl Connection {
         loop {
             let consumed = decoder.feed(&self.upstream_in, &mut data).map_err(|_| ())?;
             if !data.is_empty() {
-                self.out
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                let _ = write!(self.out, "{:x}\r\n", data.len());
                 self.out.extend_from_slice(&data);
                 self.out.extend_from_slice(b"\r\n");
                 data.clear();
@@ -616,8 +615,7 @@ impl Connection {
             return self.refuse(call, Some(route), &refusal, start).await;
         };
         let cleaned = egress::scrub_bytes(&body, scrub);
-        self.out
-            .extend_from_slice(format!("content-length: {}\r\n", cleaned.len()).as_bytes());
+        let _ = write!(self.out, "content-length: {}\r\n", cleaned.len());
         if call.client_close {
             self.out.extend_from_slice(b"connection: close\r\n");
         }
@@ -799,7 +797,6 @@ fn plan(
         Ok(admitted) => admitted,
         Err(refusal) => return Plan::Refuse { call, refusal },
     };
-    let target = egress::upstream_target(&route, rest, query, credential.as_deref());
     let injected = credential
         .as_ref()
         .and_then(|credential| credential.headers.as_deref())
@@ -807,7 +804,7 @@ fn plan(
     upstream_head.clear();
     upstream_head.extend_from_slice(call.method.as_str().as_bytes());
     upstream_head.push(b' ');
-    upstream_head.extend_from_slice(target.as_bytes());
+    egress::push_upstream_target(upstream_head, &route, rest, query, credential.as_deref());
     upstream_head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     upstream_head.extend_from_slice(route.host.as_bytes());
     upstream_head.extend_from_slice(b"\r\n");
@@ -893,7 +890,7 @@ fn response_head(
         .ok()
         .and_then(|status| status.canonical_reason())
         .unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
     let connection_named = connection_tokens(&*response.headers);
     for header in response.headers.iter() {
         let name = header.name;
@@ -969,7 +966,7 @@ fn write_refusal(out: &mut Vec<u8>, refusal: &Refusal, close: bool) {
         .as_bytes(),
     );
     if let Some(seconds) = refusal.retry_after {
-        out.extend_from_slice(format!("retry-after: {seconds}\r\n").as_bytes());
+        let _ = write!(out, "retry-after: {seconds}\r\n");
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
