@@ -213,7 +213,7 @@ impl EgressProxy {
             &method,
             uri.path(),
             response.status().as_u16(),
-            start,
+            start.elapsed(),
         );
         response
     }
@@ -661,15 +661,14 @@ pub(crate) fn upstream_error_unscrubbable() -> Refusal {
 }
 
 /// Counts a finished call in the route's metrics and writes its log line (never the key).
-/// `start` is when the request head was read; the duration runs to the response head.
+/// `elapsed` runs from the request head read to the response head.
 pub(crate) fn record_call(
     route: Option<&Route>,
     method: &http::Method,
     path: &str,
     status: u16,
-    start: Instant,
+    elapsed: Duration,
 ) {
-    let elapsed = start.elapsed();
     if let Some(route) = route {
         route.metrics.record_status(status);
         route

@@ -366,23 +366,36 @@ impl Connection {
             self.out.extend_from_slice(b"connection: close\r\n");
         }
         self.out.extend_from_slice(b"\r\n");
-        egress::record_call(Some(route), &call.method, &call.path, head.status, start);
+        // The call's duration runs to the response head. A stream is logged as it starts; a
+        // body of known length after it was written, so that at one connection the log line
+        // is not on the path of the response.
+        let elapsed = start.elapsed();
+        let streamed = matches!(head.framing, Framing::Chunked | Framing::UntilClose);
+        if streamed {
+            egress::record_call(Some(route), &call.method, &call.path, head.status, elapsed);
+        }
         let clean = match head.framing {
-            Framing::None => Ok(self.upstream_in.is_empty()),
+            Framing::None => {
+                let clean = self.upstream_in.is_empty();
+                self.client
+                    .write_all(&self.out)
+                    .await
+                    .map(|()| clean)
+                    .map_err(|_| ())
+            }
             Framing::Length(length) => self.relay_length(&mut upstream, length).await,
             Framing::Chunked => self.relay_chunked(&mut upstream).await,
             Framing::UntilClose => self.relay_until_close(&mut upstream).await,
         };
-        let clean = match clean {
-            Ok(clean) => clean,
+        if !streamed {
+            egress::record_call(Some(route), &call.method, &call.path, head.status, elapsed);
+        }
+        match clean {
+            Ok(clean) => self.finish(pool, upstream, &head, clean, close_client),
             // The body broke off or was misframed: the client gets a truncated response and
             // a closed connection, never a guess at where the next response starts.
-            Err(()) => return Next::Close,
-        };
-        if head.framing == Framing::None && self.client.write_all(&self.out).await.is_err() {
-            return Next::Close;
+            Err(()) => Next::Close,
         }
-        self.finish(pool, upstream, &head, clean, close_client)
     }
 
     /// After a response was relayed whole: the upstream connection goes back to the pool
@@ -419,7 +432,7 @@ impl Connection {
             &call.method,
             &call.path,
             refusal.status.as_u16(),
-            start,
+            start.elapsed(),
         );
         self.out.clear();
         write_refusal(&mut self.out, refusal, call.client_close);
@@ -621,7 +634,13 @@ impl Connection {
         }
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(&cleaned);
-        egress::record_call(Some(route), &call.method, &call.path, head.status, start);
+        egress::record_call(
+            Some(route),
+            &call.method,
+            &call.path,
+            head.status,
+            start.elapsed(),
+        );
         match route.raw_pool.as_ref() {
             Some(pool) if self.client.write_all(&self.out).await.is_ok() => {
                 self.finish(pool, upstream, &head, clean, call.client_close)

@@ -245,13 +245,9 @@ impl RawPool {
             }
             // An idle connection has nothing to say: end of stream means the upstream closed
             // it, and bytes mean it broke framing. tokio answers from its readiness state, so
-            // a quiet connection usually costs no system call here.
-            let mut probe = [0u8; 1];
-            match stream.try_read(&mut probe) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Some(stream)
-                }
-                _ => continue,
+            // a quiet connection costs no system call here.
+            if is_quiet(&stream) {
+                return Some(stream);
             }
         }
         None
@@ -259,6 +255,13 @@ impl RawPool {
 
     /// Returns a connection whose last exchange ended cleanly.
     pub fn checkin(&self, stream: TcpStream) {
+        // Read once more now, after the response went out: the read that finds nothing
+        // (`WouldBlock`) clears tokio's readiness, so the probe in `checkout`, which runs on
+        // the next call's way to the upstream, costs no system call. Anything that did arrive
+        // means the upstream broke framing or closed: not reused.
+        if !is_quiet(&stream) {
+            return;
+        }
         let mut idle = self
             .idle
             .lock()
@@ -269,6 +272,12 @@ impl RawPool {
         }
         idle.push((stream, Instant::now()));
     }
+}
+
+/// True if the connection has nothing to read (and is not closed).
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A response body that hands its connection back to the pool once read to the end.
