@@ -172,28 +172,12 @@ struct Unreachable(String);
 
 impl Connection {
     async fn serve_one(&mut self) -> Next {
-        let head_len = match self.read_head().await {
-            Ok(Some(head_len)) => head_len,
-            Ok(None) => return Next::Close,
-            Err(plan) => return self.answer_malformed(plan).await,
-        };
-        let plan = {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(&self.input) {
-                Ok(httparse::Status::Complete(_)) => {
-                    plan(&self.proxy, &request, head_len, &mut self.upstream_out)
-                }
-                // read_head saw this head complete and valid.
-                _ => Plan::Malformed {
-                    status: StatusCode::BAD_REQUEST,
-                    message: "malformed request head",
-                },
-            }
+        let Some(plan) = self.read_head().await else {
+            return Next::Close;
         };
         match plan {
             Plan::HandOver => Next::HandOver,
-            plan @ Plan::Malformed { .. } => self.answer_malformed(plan).await,
+            Plan::Malformed { status, message } => self.answer_malformed(status, message).await,
             Plan::Refuse { call, refusal } => {
                 let start = Instant::now();
                 if !self.read_body(&call).await {
@@ -223,36 +207,34 @@ impl Connection {
         }
     }
 
-    /// Reads until `input` holds a complete request head; its length, or `None` when the
-    /// client closed (or went quiet) between requests. A head that cannot be served here is
-    /// an `Err` plan.
-    async fn read_head(&mut self) -> Result<Option<usize>, Plan> {
+    /// Reads until `input` holds a complete request head and plans the call (parsing the
+    /// head once); `None` when the client closed (or went quiet) between requests.
+    async fn read_head(&mut self) -> Option<Plan> {
         loop {
             if !self.input.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut request = httparse::Request::new(&mut headers);
+                let too_large = Plan::Malformed {
+                    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    message: "request head too large",
+                };
                 match request.parse(&self.input) {
                     Ok(httparse::Status::Complete(head_len)) if head_len <= MAX_HEAD_BYTES => {
-                        return Ok(Some(head_len))
+                        return Some(plan(
+                            &self.proxy,
+                            &request,
+                            head_len,
+                            &mut self.upstream_out,
+                        ))
                     }
-                    Ok(_) if self.input.len() > MAX_HEAD_BYTES => {
-                        return Err(Plan::Malformed {
-                            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            message: "request head too large",
-                        })
-                    }
+                    Ok(_) if self.input.len() > MAX_HEAD_BYTES => return Some(too_large),
                     Ok(_) => {}
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return Err(Plan::Malformed {
-                            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            message: "too many request headers",
-                        })
-                    }
+                    Err(httparse::Error::TooManyHeaders) => return Some(too_large),
                     // HTTP/2 with prior knowledge, or an HTTP version httparse does not know:
                     // hyper decides.
-                    Err(httparse::Error::Version) => return Err(Plan::HandOver),
+                    Err(httparse::Error::Version) => return Some(Plan::HandOver),
                     Err(_) => {
-                        return Err(Plan::Malformed {
+                        return Some(Plan::Malformed {
                             status: StatusCode::BAD_REQUEST,
                             message: "malformed request head",
                         })
@@ -263,7 +245,7 @@ impl Connection {
             match tokio::time::timeout(CLIENT_READ_TIMEOUT, self.client.read_buf(&mut self.input))
                 .await
             {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
                 Ok(Ok(_)) => {}
             }
         }
@@ -284,27 +266,22 @@ impl Connection {
         true
     }
 
-    async fn answer_malformed(&mut self, plan: Plan) -> Next {
-        match plan {
-            Plan::HandOver => Next::HandOver,
-            Plan::Malformed { status, message } => {
-                tracing::debug!(%status, message, "egress request refused before routing");
-                let refusal = Refusal {
-                    route: None,
-                    status,
-                    code: "bad_request",
-                    message: message.to_owned(),
-                    retry_after: None,
-                };
-                self.out.clear();
-                write_refusal(&mut self.out, &refusal, true);
-                if self.client.write_all(&self.out).await.is_ok() {
-                    self.linger().await;
-                }
-                Next::Close
-            }
-            Plan::Refuse { .. } | Plan::Forward { .. } => Next::Close,
+    /// Answers a head the fast path refuses outright, then closes the connection.
+    async fn answer_malformed(&mut self, status: StatusCode, message: &'static str) -> Next {
+        tracing::debug!(%status, message, "egress request refused before routing");
+        let refusal = Refusal {
+            route: None,
+            status,
+            code: "bad_request",
+            message: message.to_owned(),
+            retry_after: None,
+        };
+        self.out.clear();
+        write_refusal(&mut self.out, &refusal, true);
+        if self.client.write_all(&self.out).await.is_ok() {
+            self.linger().await;
         }
+        Next::Close
     }
 
     /// Closes the sending side and reads (and drops) what the client still sends for a
