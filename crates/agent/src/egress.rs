@@ -125,6 +125,8 @@ pub(crate) struct Route {
     pool: Option<Arc<H1Pool>>,
     /// The same upstreams' idle connections as plain sockets (the fast path).
     pub(crate) raw_pool: Option<RawPool>,
+    /// The fast path may serve the route: see [`fits_fast_path`].
+    pub(crate) fast_path: bool,
     /// The `Host` header for the route's own upstream.
     pub(crate) host: HeaderValue,
     /// Scheme and authority of the upstream, and its base path without a trailing `/`.
@@ -187,6 +189,7 @@ impl EgressProxy {
                     config: route_config.clone(),
                     client,
                     pool,
+                    fast_path: raw_pool.is_some() && fits_fast_path(route_config),
                     raw_pool,
                     host,
                     scheme,
@@ -683,6 +686,19 @@ pub(crate) fn record_call(
         status,
         elapsed,
     );
+}
+
+/// True unless the route injects a framing or hop-by-hop header or `Host`: the head the fast
+/// path writes would be ambiguous, so hyper's path, which rebuilds framing, serves the route.
+fn fits_fast_path(config: &RouteConfig) -> bool {
+    !config.inject.iter().any(|inject| match &inject.target {
+        InjectTarget::Header(name) => {
+            name == header::CONTENT_LENGTH
+                || name == header::HOST
+                || http_util::is_hop_by_hop_name(name.as_str())
+        }
+        InjectTarget::Query(_) => false,
+    })
 }
 
 /// Splits `/<route>/<rest>` into the route name and the rest (`/` when empty).

@@ -762,10 +762,7 @@ fn plan(
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    if proxy
-        .route_of(path)
-        .is_some_and(|route| route.raw_pool.is_none())
-    {
+    if proxy.route_of(path).is_some_and(|route| !route.fast_path) {
         return Plan::HandOver;
     }
     let body_len = content_length
@@ -807,6 +804,9 @@ fn plan(
     let connection_named = connection_tokens(&*request.headers);
     for header in request.headers.iter() {
         let name = header.name;
+        // The body goes upstream as it came, so its length always goes with it, whatever
+        // `Connection` names (dropping it would let the body be read as a request).
+        let framing = name.eq_ignore_ascii_case("content-length");
         let dropped = name.eq_ignore_ascii_case("host")
             || (http_util::is_hop_by_hop_name(name)
                 && !(name.eq_ignore_ascii_case("te") && http_util::te_is_trailers(header.value)))
@@ -819,7 +819,7 @@ fn plan(
             || connection_named
                 .iter()
                 .any(|named| named.eq_ignore_ascii_case(name.as_bytes()));
-        if !dropped {
+        if framing || !dropped {
             push_header(upstream_head, name.as_bytes(), header.value);
         }
     }

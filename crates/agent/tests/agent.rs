@@ -691,9 +691,10 @@ async fn egress_fast_path_frames_pipelined_requests_exactly() {
     let (_vault, _dir, agent, _base) = egress_agent(&upstream, OPEN_ROUTE).await;
     let address = agent.egress_address.expect("egress");
     let inner = "GET /open/hidden HTTP/1.1\r\nHost: x\r\n\r\n";
+    // `Connection: content-length` must not strip the length a body is framed by.
     let pipelined = format!(
         "POST /open/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
-         POST /open/b HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inner}\
+         POST /open/b HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n{inner}\
          GET /open/c HTTP/1.1\nHost: x\n\n\
          GET /open/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         inner.len()
