@@ -43,6 +43,55 @@ pub(crate) struct Trail {
     pub(crate) login: bool,
     /// Set for requests that are not audited (rate-limit refusals, unless configured).
     pub(crate) unaudited: bool,
+    /// The request entry's `auth` and `request` blocks as each device wrote them.
+    pub(crate) written: Written,
+}
+
+/// The `auth` and `request` blocks of a request entry, kept per device so that the response
+/// entry repeats them byte for byte (as Vault's does) instead of writing and hashing them
+/// again: that is about half of a response entry's work. Reused only by the same device
+/// (salt and options) and when the entry's `policy_results.allowed` is the same; the token's
+/// remaining TTL is then the one at request time, which is what the request was judged by.
+#[derive(Default)]
+pub(crate) struct Written {
+    blocks: std::sync::Mutex<Vec<WrittenBlocks>>,
+}
+
+struct WrittenBlocks {
+    device: u64,
+    allowed: bool,
+    /// `,"auth":{...},"request":{...}` as written.
+    bytes: Vec<u8>,
+}
+
+impl Written {
+    fn keep(&self, device: u64, allowed: bool, bytes: &[u8]) {
+        if let Ok(mut blocks) = self.blocks.lock() {
+            blocks.retain(|b| b.device != device);
+            blocks.push(WrittenBlocks {
+                device,
+                allowed,
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+
+    /// Appends the kept blocks of `device` to `out`; false when there are none to reuse.
+    fn repeat(&self, device: u64, allowed: bool, out: &mut Vec<u8>) -> bool {
+        let Ok(blocks) = self.blocks.lock() else {
+            return false;
+        };
+        match blocks
+            .iter()
+            .find(|b| b.device == device && b.allowed == allowed)
+        {
+            Some(kept) => {
+                out.extend_from_slice(&kept.bytes);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// A device's hashing options.
@@ -123,10 +172,19 @@ impl RawEntry<'_> {
         } else {
             "request"
         });
-        w.field(&mut entry, "auth");
-        self.auth(&mut w);
-        w.field(&mut entry, "request");
-        self.request_block(&mut w, mount);
+        let allowed = !matches!(self.error, Some(Error::PermissionDenied(_)));
+        let written = &self.trail.written;
+        let repeated = self.response.is_some() && written.repeat(hasher.id(), allowed, &mut w.out);
+        if !repeated {
+            let start = w.out.len();
+            w.field(&mut entry, "auth");
+            self.auth(&mut w, allowed);
+            w.field(&mut entry, "request");
+            self.request_block(&mut w, mount);
+            if self.response.is_none() {
+                written.keep(hasher.id(), allowed, &w.out[start..]);
+            }
+        }
         // A failed request has no response: Vault leaves the block out.
         if let Some(Ok(response)) = self.response {
             w.field(&mut entry, "response");
@@ -137,7 +195,7 @@ impl RawEntry<'_> {
         w.out
     }
 
-    fn auth<'e>(&'e self, w: &mut Writer<'_, 'e>) {
+    fn auth<'e>(&'e self, w: &mut Writer<'_, 'e>, allowed: bool) {
         let mut auth = w.object();
         if let Some(caller) = &self.trail.caller {
             let entry = &caller.entry;
@@ -156,7 +214,6 @@ impl RawEntry<'_> {
             w.number_field(&mut auth, "remaining_uses", entry.num_uses);
             // Vault writes `allowed` even when false.
             w.field(&mut auth, "policy_results");
-            let allowed = !matches!(self.error, Some(Error::PermissionDenied(_)));
             w.raw(if allowed {
                 br#"{"allowed":true}"#
             } else {
@@ -625,6 +682,76 @@ mod tests {
                 hash("wrapping-token")
             )
         );
+    }
+
+    /// The response entry repeats the request entry's `auth` and `request` blocks: the bytes
+    /// are those it would write itself, for the same device only, and written afresh when
+    /// the outcome changes `policy_results.allowed`.
+    #[test]
+    fn response_entries_repeat_the_request_blocks_exactly() {
+        use crate::core::Caller;
+        use crate::request::ClientToken;
+        use crate::token::TokenEntry;
+        use std::sync::Arc;
+
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000);
+        let caller = Caller {
+            token: ClientToken::new("hvs.CANARY-token"),
+            entry: Arc::new(TokenEntry {
+                accessor: "accessor-1".into(),
+                policies: vec!["app".into(), "default".into()],
+                display_name: "token-app".into(),
+                creation_time: 1_799_999_000,
+                ..TokenEntry::default()
+            }),
+            acl: Arc::default(),
+        };
+        let facts = || Trail {
+            operation: Some(Operation::Read),
+            mount: Some(MountFacts {
+                point: "secret/".into(),
+                kind: "kv".into(),
+                accessor: "kv_1".into(),
+                ..MountFacts::default()
+            }),
+            caller: Some(caller.clone()),
+            ..Trail::default()
+        };
+        let mut read = Request::new(Verb::Read, "secret/data/app").with_data(json!({"v": "x"}));
+        read.id = "id-3".into();
+        let mut data = Map::new();
+        data.insert("api_key".into(), json!("CANARY-secret"));
+        let outcomes: [Result<Response, Error>; 2] = [
+            Ok(Response {
+                data: Some(data),
+                ..Response::default()
+            }),
+            Err(Error::PermissionDenied("permission denied".into())),
+        ];
+        let hasher = Hasher::new("salt");
+        let other = Hasher::new("other salt");
+        for outcome in &outcomes {
+            let trail = facts();
+            let render = |hasher: &Hasher, entry: RawEntry<'_>| {
+                String::from_utf8(entry.render(hasher, HashOptions::default(), Vec::new()))
+                    .expect("utf-8")
+            };
+            let request = render(&hasher, request_entry(now, &trail, &read, None));
+            assert!(request.contains(r#""policy_results":{"allowed":true}"#));
+            let repeated = render(&hasher, response_entry(now, &trail, &read, outcome));
+            let afresh = render(&hasher, response_entry(now, &facts(), &read, outcome));
+            assert_eq!(repeated, afresh);
+            assert!(!repeated.contains("CANARY"), "{repeated}");
+            let allowed = outcome.is_ok();
+            assert!(repeated.contains(&format!(r#""policy_results":{{"allowed":{allowed}}}"#)));
+            // Another device with the same trail writes its own hashes.
+            let theirs = render(&other, response_entry(now, &trail, &read, outcome));
+            assert_eq!(
+                theirs,
+                render(&other, response_entry(now, &facts(), &read, outcome))
+            );
+            assert_ne!(theirs, repeated);
+        }
     }
 
     #[test]
