@@ -369,13 +369,25 @@ async fn egress_streams_server_sent_events_as_they_arrive() {
     let upstream = Upstream::start_https().await;
     let (_vault, _dir, _agent, base) = egress_agent(&upstream, OPENAI_ROUTE).await;
     wait_ready(&base, "/openai/v1/models").await;
+    assert_events_stream(&upstream, &format!("{base}/openai/v1/sse")).await;
+}
+
+/// The same over a plain-http route, where the fast path decodes the upstream's chunks and
+/// re-chunks them as they arrive.
+#[tokio::test]
+async fn egress_fast_path_streams_server_sent_events_as_they_arrive() {
+    let upstream = Upstream::start_http().await;
+    let (_vault, _dir, _agent, base) = egress_agent(&upstream, HTTP_BEARER_ROUTE).await;
+    wait_ready(&base, "/bearer/ready").await;
+    assert_events_stream(&upstream, &format!("{base}/bearer/v1/sse")).await;
+}
+
+/// Calls the upstream's `/v1/sse` through `url` and checks that the first event arrives
+/// before the upstream sends the rest.
+async fn assert_events_stream(upstream: &Upstream, url: &str) {
     let client = support::http_client();
     let started = tokio::time::Instant::now();
-    let mut response = client
-        .post(format!("{base}/openai/v1/sse"))
-        .send()
-        .await
-        .expect("request");
+    let mut response = client.post(url).send().await.expect("request");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     // The upstream holds its second event back until the test has seen the first (or 500 ms
