@@ -62,6 +62,7 @@ fn data(response: &Response) -> &Map<String, Value> {
 
 /// A dev core with userpass, the requester and approver policies, and a KV secret.
 async fn setup() -> Setup {
+    ward_testlog::init("core-approvals");
     let core = Core::new(
         CoreConfig::default(),
         Arc::new(InMemory::new()),

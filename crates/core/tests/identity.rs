@@ -71,6 +71,7 @@ fn test_auth(_: &MountInfo) -> Result<Arc<dyn Engine>, Error> {
 async fn setup() -> (Arc<Core>, String, String) {
     let mut registry = ward_engines::registry();
     registry.register("testauth", test_auth);
+    ward_testlog::init("core-identity");
     let core = Core::new(CoreConfig::default(), Arc::new(InMemory::new()), registry);
     let root = core
         .dev_init(None)

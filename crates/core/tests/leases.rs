@@ -126,6 +126,7 @@ fn registry() -> EngineRegistry {
 /// A dev core with the test engine mounted at `mount` (which names the test's book).
 async fn setup(mount: &str) -> (Arc<Core>, String, Arc<dyn Physical>, Vec<Vec<u8>>) {
     let physical: Arc<dyn Physical> = Arc::new(InMemory::new());
+    ward_testlog::init("core-leases");
     let core = Core::new(CoreConfig::default(), physical.clone(), registry());
     let init = core.dev_init(None).await.expect("dev init");
     let root = init.root_token.to_string();
@@ -805,6 +806,7 @@ async fn a_restarted_core_keeps_expiring_leases_on_schedule() {
     let (late, late_user, _) = issue(&core, &root, "restart/creds/r", json!({"ttl": 1000})).await;
     drop(core);
 
+    ward_testlog::init("core-leases");
     let restarted = Core::new(CoreConfig::default(), physical, registry());
     for key in &keys {
         restarted.unseal(key.clone()).await.expect("unseal");
@@ -892,6 +894,7 @@ async fn lease_count_quota_refuses_leases_over_the_limit() {
 
     // After a restart the count comes back from the index.
     drop(core);
+    ward_testlog::init("core-leases");
     let restarted = Core::new(CoreConfig::default(), physical, registry());
     for key in &keys {
         restarted.unseal(key.clone()).await.expect("unseal");

@@ -10,6 +10,7 @@ use ward_storage::{InMemory, Physical};
 
 async fn initialized() -> (Arc<Core>, Vec<Vec<u8>>, String, Arc<dyn Physical>) {
     let physical: Arc<dyn Physical> = Arc::new(InMemory::new());
+    ward_testlog::init("core-operator");
     let core = Core::new(
         CoreConfig::default(),
         physical.clone(),
@@ -118,6 +119,7 @@ async fn rekey_changes_shares_and_old_ones_stop_working() {
     assert_eq!(done.keys.len(), 3);
     let new: Vec<Vec<u8>> = done.keys.iter().map(|k| k.to_vec()).collect();
 
+    ward_testlog::init("core-operator");
     let restarted = Core::new(CoreConfig::default(), physical, ward_engines::registry());
     let status = restarted.seal_status().await.expect("status");
     assert_eq!((status.shares, status.threshold), (3, 2));
@@ -147,6 +149,7 @@ async fn rekey_with_verification_applies_only_after_the_new_holders_prove_their_
         .expect("final");
     assert!(done.verification_required);
     // Not applied yet: the old shares still unseal.
+    ward_testlog::init("core-operator");
     let check = Core::new(
         CoreConfig::default(),
         physical.clone(),
@@ -161,6 +164,7 @@ async fn rekey_with_verification_applies_only_after_the_new_holders_prove_their_
         .await
         .expect("verify 2");
     assert!(verified.complete);
+    ward_testlog::init("core-operator");
     let check = Core::new(CoreConfig::default(), physical, ward_engines::registry());
     assert_eq!(check.seal_status().await.expect("status").shares, 2);
 }

@@ -10,6 +10,7 @@ use ward_storage::{InMemory, Physical};
 
 /// A dev core with policies `a`, `b`, `x`, `p1`, `p2` that may create child tokens.
 async fn dev_core() -> (Arc<Core>, String) {
+    ward_testlog::init("core-requests");
     let core = Core::new(
         CoreConfig::default(),
         Arc::new(InMemory::new()),
@@ -57,6 +58,7 @@ async fn create_token(core: &Core, parent: &str, body: Value) -> (String, String
 #[tokio::test]
 async fn shamir_init_unseal_seal_and_restart() {
     let physical: Arc<dyn Physical> = Arc::new(InMemory::new());
+    ward_testlog::init("core-requests");
     let core = Core::new(
         CoreConfig::default(),
         physical.clone(),
@@ -140,6 +142,7 @@ async fn shamir_init_unseal_seal_and_restart() {
     assert_eq!(core.seal_status().await.expect("status").progress, 0);
 
     // A new process over the same storage: sealed, and the same keys open it.
+    ward_testlog::init("core-requests");
     let restarted = Core::new(CoreConfig::default(), physical, ward_engines::registry());
     assert!(restarted.is_sealed());
     for key in &init.keys[..3] {
@@ -872,6 +875,7 @@ async fn storage_failure_writes_nothing() {
     let fault = Arc::new(ward_storage::fault::FaultInjector::new(Arc::new(
         InMemory::new(),
     )));
+    ward_testlog::init("core-requests");
     let core = Core::new(
         CoreConfig::default(),
         fault.clone(),

@@ -10,6 +10,7 @@ use ward_core::{Core, CoreConfig, Error};
 use ward_storage::InMemory;
 
 async fn setup() -> (Arc<Core>, String) {
+    ward_testlog::init("engines-auth_through_core");
     let core = Core::new(
         CoreConfig::default(),
         Arc::new(InMemory::new()),

@@ -25,6 +25,7 @@ const PG_URL: &str =
 const MYSQL_URL: &str = "{{username}}:{{password}}@tcp(127.0.0.1:3306)/";
 
 async fn dev_core() -> (Arc<Core>, String) {
+    ward_testlog::init("engines-database");
     let core = Core::new(
         CoreConfig::default(),
         Arc::new(InMemory::new()),

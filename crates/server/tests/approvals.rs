@@ -20,6 +20,7 @@ const ROOT: &str = "root-token-for-approval-tests";
 const SECRET: &str = "webhook-secret-0123456789";
 
 async fn dev_core() -> Arc<Core> {
+    ward_testlog::init("server-approvals");
     let core = Core::new(
         CoreConfig::default(),
         Arc::new(ward_storage::InMemory::new()),

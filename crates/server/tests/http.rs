@@ -25,6 +25,7 @@ async fn dev_handler() -> Handler {
 }
 
 fn new_core() -> Arc<Core> {
+    ward_testlog::init("server-http");
     Core::new(
         CoreConfig::default(),
         Arc::new(ward_storage::InMemory::new()),
@@ -1129,6 +1130,7 @@ async fn token_and_lease_gauges_follow_creates_revocations_expiry_and_survive_re
             storage_type: "sqlite".into(),
             ..CoreConfig::default()
         };
+        ward_testlog::init("server-http");
         let core = Core::new(config, Arc::new(storage), ward_engines::registry());
         (core.clone(), Handler::new(core, Some(64 * 1024)))
     };
