@@ -510,7 +510,8 @@ impl Connection {
     async fn relay_length(&mut self, upstream: &mut TcpStream, length: u64) -> Result<bool, ()> {
         let mut remaining = length;
         let in_hand = take_up_to(&self.upstream_in, remaining);
-        self.out.extend_from_slice(&self.upstream_in[..in_hand]);
+        self.out
+            .extend_from_slice(self.upstream_in.get(..in_hand).unwrap_or_default());
         remaining -= in_hand as u64;
         let extra = self.upstream_in.len() > in_hand;
         self.upstream_in.clear();
@@ -645,7 +646,7 @@ impl Connection {
                     let wanted = usize::try_from(length).ok()?;
                     if self.upstream_in.len() >= wanted {
                         let clean = self.upstream_in.len() == wanted;
-                        body.extend_from_slice(&self.upstream_in[..wanted]);
+                        body.extend_from_slice(self.upstream_in.get(..wanted).unwrap_or_default());
                         return Some((body, clean));
                     }
                 }
@@ -1007,12 +1008,12 @@ impl ChunkDecoder {
     fn feed(&mut self, input: &[u8], data: &mut Vec<u8>) -> Result<usize, BadChunk> {
         let mut position = 0;
         while position < input.len() {
-            let rest = &input[position..];
+            let rest = input.get(position..).unwrap_or_default();
             match self.state {
                 ChunkState::Done => return Ok(position),
                 ChunkState::Data(remaining) => {
                     let take = take_up_to(rest, remaining);
-                    data.extend_from_slice(&rest[..take]);
+                    data.extend_from_slice(rest.get(..take).unwrap_or_default());
                     position += take;
                     self.state = match remaining - take as u64 {
                         0 => ChunkState::DataEnd(0),
@@ -1021,7 +1022,7 @@ impl ChunkDecoder {
                 }
                 ChunkState::DataEnd(seen) => {
                     let expected = if seen == 0 { b'\r' } else { b'\n' };
-                    if rest[0] != expected {
+                    if rest.first() != Some(&expected) {
                         return Err(BadChunk);
                     }
                     position += 1;
@@ -1039,7 +1040,8 @@ impl ChunkDecoder {
                         }
                         return Ok(input.len());
                     };
-                    self.line.extend_from_slice(&rest[..=end]);
+                    self.line
+                        .extend_from_slice(rest.get(..=end).unwrap_or_default());
                     position += end + 1;
                     if self.line.len() > MAX_CHUNK_LINE {
                         return Err(BadChunk);
@@ -1081,13 +1083,13 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BadChunk> {
     if digits == 0 || digits > 15 {
         return Err(BadChunk);
     }
-    let after = line[digits..].trim_ascii_start();
+    let after = line.get(digits..).unwrap_or_default().trim_ascii_start();
     if !(after.is_empty() || after.starts_with(b";"))
         || after.iter().any(|&byte| byte == b'\r' || byte == 0)
     {
         return Err(BadChunk);
     }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| BadChunk)?;
+    let text = std::str::from_utf8(line.get(..digits).unwrap_or_default()).map_err(|_| BadChunk)?;
     u64::from_str_radix(text, 16).map_err(|_| BadChunk)
 }
 
