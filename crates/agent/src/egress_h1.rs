@@ -316,7 +316,8 @@ impl Connection {
         let scrub = credential.map_or(&[][..], |credential| credential.scrub.as_slice());
         let head_only = call.method == http::Method::HEAD;
         self.out.clear();
-        let (mut upstream, head) = match self.exchange(route, head_only, scrub).await {
+        let idempotent = is_idempotent(&call.method);
+        let (mut upstream, head) = match self.exchange(route, head_only, idempotent, scrub).await {
             Ok(exchanged) => exchanged,
             Err(Unreachable(detail)) => {
                 let refusal = egress::upstream_unreachable(route, &detail);
@@ -421,11 +422,16 @@ impl Connection {
 
     /// Writes the request to an upstream connection and reads the response head; retries
     /// once on a fresh connection when a reused one fails before any response byte (the
-    /// upstream closed it while idle; the whole request is in `upstream_out`).
+    /// upstream closed it while idle; the whole request is in `upstream_out`). A request the
+    /// reused connection took whole is sent again only if its method is idempotent: the
+    /// upstream may have acted on it before closing, and a second POST to an LLM API is a
+    /// second billed call (RFC 9110 §9.2.2: a proxy must not retry non-idempotent requests on
+    /// its own). Such a call gets the 502 instead.
     async fn exchange(
         &mut self,
         route: &Route,
         head_only: bool,
+        idempotent: bool,
         scrub: &[SecretString],
     ) -> Result<(TcpStream, ResponseHead), Unreachable> {
         let pool = route.raw_pool.as_ref();
@@ -435,8 +441,10 @@ impl Connection {
         };
         loop {
             self.upstream_in.clear();
+            let mut delivered = false;
             let sent = match upstream.write_all(&self.upstream_out).await {
                 Ok(()) => {
+                    delivered = true;
                     self.read_response_head(&mut upstream, head_only, scrub)
                         .await
                 }
@@ -444,7 +452,7 @@ impl Connection {
             };
             match sent {
                 Ok(head) => return Ok((upstream, head)),
-                Err(ReadHeadError::Io(_, 0)) if reused => {
+                Err(ReadHeadError::Io(_, 0)) if reused && (idempotent || !delivered) => {
                     reused = false;
                     upstream = connect(route).await?;
                 }
@@ -1091,6 +1099,19 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BadChunk> {
     }
     let text = std::str::from_utf8(line.get(..digits).unwrap_or_default()).map_err(|_| BadChunk)?;
     u64::from_str_radix(text, 16).map_err(|_| BadChunk)
+}
+
+/// Methods a proxy may send again on its own (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
 }
 
 #[cfg(test)]

@@ -823,8 +823,9 @@ async fn egress_fast_path_refuses_misframed_upstream_responses() {
 }
 
 /// A pooled connection that the upstream closes after reading the next request, before any
-/// response byte: the fast path sends that request again, once, on a fresh connection (its
-/// body is in hand), so the call succeeds.
+/// response byte: the fast path sends an idempotent request (PUT) again, once, on a fresh
+/// connection (its body is in hand), so the call succeeds. A POST is never sent twice (the
+/// upstream may have acted on it: a second LLM call is a second bill): it gets the 502.
 #[tokio::test]
 async fn egress_fast_path_retries_a_reused_connection_that_dies_before_responding() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -863,21 +864,31 @@ async fn egress_fast_path_retries_a_reused_connection_that_dies_before_respondin
     let routes = format!("route \"flaky\" {{\n upstream = \"http://127.0.0.1:{port}\"\n }}");
     let (_vault, _dir, _agent, base) = egress_agent(&unused, &routes).await;
     let client = support::http_client();
-    for call in 0..2 {
+    let calls = [
+        (reqwest::Method::PUT, 200, 1),
+        // Reused connection dies: sent again on a fresh one.
+        (reqwest::Method::PUT, 200, 3),
+        // Reused connection dies: not sent again.
+        (reqwest::Method::POST, 502, 4),
+        (reqwest::Method::POST, 200, 5),
+    ];
+    for (call, (method, status, sent)) in calls.into_iter().enumerate() {
         let response = client
-            .post(format!("{base}/flaky/x"))
+            .request(method, format!("{base}/flaky/x"))
             .body("payload")
             .send()
             .await
             .expect("request");
-        assert_eq!(response.status(), 200, "call {call}");
-        assert_eq!(response.text().await.expect("body"), "ok");
+        assert_eq!(response.status(), status, "call {call}");
+        if status == 200 {
+            assert_eq!(response.text().await.expect("body"), "ok");
+        }
+        assert_eq!(
+            n_requests.load(std::sync::atomic::Ordering::SeqCst),
+            sent,
+            "requests the upstream read after call {call}"
+        );
     }
-    assert_eq!(
-        n_requests.load(std::sync::atomic::Ordering::SeqCst),
-        3,
-        "the second call was sent twice: once on the dying connection, once on a fresh one"
-    );
 }
 
 /// Responses without a body (to HEAD, 204, 304) are relayed head only, keeping the
