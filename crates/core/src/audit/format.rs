@@ -60,8 +60,9 @@ pub(crate) struct Written {
 struct WrittenBlocks {
     device: u64,
     allowed: bool,
-    /// `,"auth":{...},"request":{...}` as written.
-    bytes: Vec<u8>,
+    /// `,"auth":{...},"request":{...}` as written: hashed values, or for a `log_raw` device
+    /// the token and request data themselves, hence wiped when the request ends.
+    bytes: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Written {
@@ -71,7 +72,7 @@ impl Written {
             blocks.push(WrittenBlocks {
                 device,
                 allowed,
-                bytes: bytes.to_vec(),
+                bytes: zeroize::Zeroizing::new(bytes.to_vec()),
             });
         }
     }
