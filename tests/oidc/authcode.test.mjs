@@ -142,11 +142,12 @@ test('a callback with another client nonce is refused and spends the state', asy
   assert.deepEqual(retried.body.errors, [REPLAYED]);
 });
 
-test('redirect URIs off the role\'s allow list are refused; loopback ones match on any port, as in Vault', async () => {
+test('redirect URIs off the role\'s allow list get no auth_url; loopback ones match on any port, as in Vault', async () => {
   for (const redirect of ['https://evil.example/oidc/callback', 'http://localhost:8250/elsewhere', 'http://127.0.0.1:8250/oidc/callback', 'https://localhost:8250/oidc/callback']) {
+    // Vault answers 200 with an empty auth_url and says why only in its log.
     const refused = await authUrl(redirect);
-    assert.equal(refused.status, 400, redirect);
-    assert.deepEqual(refused.body.errors, [`unauthorized redirect_uri: ${redirect}`]);
+    assert.equal(refused.status, 200, redirect);
+    assert.equal(refused.body.data.auth_url, '', redirect);
   }
   const anyPort = await authUrl('http://localhost:41999/oidc/callback');
   assert.equal(anyPort.status, 200, JSON.stringify(anyPort.body));
@@ -234,4 +235,18 @@ test('ward login -method=oidc skip_browser=true: the printed URL, signed in at t
   } finally {
     if (cli.exitCode === null) cli.kill('SIGTERM');
   }
+});
+
+test('ward login -method=oidc with a callback the role does not allow stops with the reason, as Vault\'s CLI does', async () => {
+  const cli = spawn(WARD_BIN, [
+    'login', '-method=oidc', '-no-store', 'role=person', 'port=0', 'skip_browser=true', 'callbackhost=127.0.0.1',
+  ], {
+    env: { ...process.env, WARD_ADDR: ward.base, HOME: ward.home, WARD_TOKEN: '', VAULT_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  cli.stderr.on('data', (chunk) => { stderr += chunk; });
+  const code = await new Promise((resolve) => cli.once('exit', resolve));
+  assert.notEqual(code, 0, stderr);
+  assert.match(stderr, /the server returned no auth_url: check that the role's allowed_redirect_uris include http:\/\/127\.0\.0\.1:\d+\/oidc\/callback/);
 });

@@ -527,9 +527,13 @@ impl JwtEngine {
             )));
         }
         if !redirect_allowed(&redirect_uri, &role.allowed_redirect_uris) {
-            return Err(Error::invalid(format!(
-                "unauthorized redirect_uri: {redirect_uri}"
-            )));
+            // As Vault answers: 200 with an empty `auth_url`, the reason in the server's log
+            // only (clients, `ward login` and the web UI among them, read an empty URL as
+            // "this redirect is not allowed"). No state is made, so nothing can follow.
+            tracing::warn!(role = %role_name, redirect_uri = ?redirect_uri, "oidc auth_url: unauthorized redirect_uri");
+            let mut out = Map::new();
+            out.insert("auth_url".into(), Value::from(""));
+            return Ok(EngineResponse::with_data(out));
         }
         let discovery = self
             .discovery(ctx, &config)
