@@ -70,6 +70,23 @@ async function authUrl(redirectUri = callbackUri, clientNonce = 'client-nonce-1'
  * and answers the query the provider sent to the redirect URI (a loopback listener of the
  * test, as a native app would run).
  */
+/** `ward login -method=oidc role=person port=0 skip_browser=true` with more `flags` and
+ * `params`, against this file's server; its output collects in `stdout` and `stderr`, and
+ * `exited` gives the exit code. */
+function spawnLogin({ flags = [], params = [] } = {}) {
+  const cli = spawn(WARD_BIN, [
+    'login', '-method=oidc', '-no-store', ...flags, 'role=person', 'port=0', 'skip_browser=true', ...params,
+  ], {
+    env: { ...process.env, WARD_ADDR: ward.base, HOME: ward.home, WARD_TOKEN: '', VAULT_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const login = { cli, stdout: '', stderr: '' };
+  cli.stdout.on('data', (chunk) => { login.stdout += chunk; });
+  cli.stderr.on('data', (chunk) => { login.stderr += chunk; });
+  login.exited = new Promise((resolve) => cli.once('exit', resolve));
+  return login;
+}
+
 async function authorize(url, user = 'alice') {
   const context = await browser.newContext();
   try {
@@ -193,24 +210,15 @@ test('nonce: an id_token issued for another nonce is refused', async () => {
 });
 
 test('ward login -method=oidc skip_browser=true: the printed URL, signed in at the provider, ends with a token on stdout', async () => {
-  const cli = spawn(WARD_BIN, [
-    'login', '-method=oidc', '-no-store', '-format=json', 'role=person', 'port=0', 'skip_browser=true',
-  ], {
-    env: { ...process.env, WARD_ADDR: ward.base, HOME: ward.home, WARD_TOKEN: '', VAULT_TOKEN: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  cli.stdout.on('data', (chunk) => { stdout += chunk; });
-  cli.stderr.on('data', (chunk) => { stderr += chunk; });
-  const exited = new Promise((resolve) => cli.once('exit', resolve));
+  const login = spawnLogin({ flags: ['-format=json'] });
+  const { cli, exited } = login;
   try {
     const deadline = Date.now() + 20_000;
     let printed;
-    while (!(printed = stderr.match(/^\s+(http:\/\/\S+\/auth\?\S+)$/m)) && Date.now() < deadline && cli.exitCode === null) {
+    while (!(printed = login.stderr.match(/^\s+(http:\/\/\S+\/auth\?\S+)$/m)) && Date.now() < deadline && cli.exitCode === null) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    assert.ok(printed, `the CLI printed no URL: ${stderr}`);
+    assert.ok(printed, `the CLI printed no URL: ${login.stderr}`);
     const url = new URL(printed[1]);
     const redirect = new URL(url.searchParams.get('redirect_uri'));
     assert.equal(redirect.hostname, 'localhost');
@@ -225,8 +233,8 @@ test('ward login -method=oidc skip_browser=true: the printed URL, signed in at t
     await page.getByText('Signed in to Ward.').waitFor();
     await context.close();
 
-    assert.equal(await exited, 0, stderr);
-    const response = JSON.parse(stdout);
+    assert.equal(await exited, 0, login.stderr);
+    const response = JSON.parse(login.stdout);
     const token = response.auth.client_token;
     assert.match(token, /\S{20,}/);
     const self = await ok(ward.base, 'GET', 'auth/token/lookup-self', token);
@@ -238,15 +246,8 @@ test('ward login -method=oidc skip_browser=true: the printed URL, signed in at t
 });
 
 test('ward login -method=oidc with a callback the role does not allow stops with the reason, as Vault\'s CLI does', async () => {
-  const cli = spawn(WARD_BIN, [
-    'login', '-method=oidc', '-no-store', 'role=person', 'port=0', 'skip_browser=true', 'callbackhost=127.0.0.1',
-  ], {
-    env: { ...process.env, WARD_ADDR: ward.base, HOME: ward.home, WARD_TOKEN: '', VAULT_TOKEN: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  cli.stderr.on('data', (chunk) => { stderr += chunk; });
-  const code = await new Promise((resolve) => cli.once('exit', resolve));
-  assert.notEqual(code, 0, stderr);
-  assert.match(stderr, /the server returned no auth_url: check that the role's allowed_redirect_uris include http:\/\/127\.0\.0\.1:\d+\/oidc\/callback/);
+  const login = spawnLogin({ params: ['callbackhost=127.0.0.1'] });
+  const code = await login.exited;
+  assert.notEqual(code, 0, login.stderr);
+  assert.match(login.stderr, /the server returned no auth_url: check that the role's allowed_redirect_uris include http:\/\/127\.0\.0\.1:\d+\/oidc\/callback/);
 });
